@@ -1,0 +1,81 @@
+"""Compiling modules and workloads inside the guest's build root (chroot).
+
+The suite's own gcc and the kernel's own headers do the work, so a module is
+built by the compiler that built the guest kernel. Sources are copied into a
+scratch directory of the build root and the results copied out; the scratch
+directory is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from .errors import BuildError
+from .procs import run_captured
+from .rootfs import CHROOT_ENV, BuildRoot
+
+BUILD_TIMEOUT = 600.0
+
+
+class Builder:
+    """`with Builder(root) as b:` gives a scratch directory inside the build root."""
+
+    def __init__(self, root: BuildRoot, cancel: threading.Event | None = None) -> None:
+        self.root = root
+        self.cancel = cancel
+        self.scratch: Path | None = None
+
+    def __enter__(self) -> Builder:
+        tmp = self.root.tree / "tmp"
+        self.scratch = Path(tempfile.mkdtemp(prefix="mmap-harness-build-", dir=tmp))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _inside(self, path: Path) -> str:
+        assert self.scratch is not None
+        return "/" + str(path.relative_to(self.root.tree))
+
+    def _run(self, what: str, cmd: list[str], log: Path) -> None:
+        result = run_captured(["chroot", str(self.root.tree), *cmd], env=CHROOT_ENV,
+                              timeout=BUILD_TIMEOUT, cancel=self.cancel)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}")
+        if result.returncode != 0:
+            raise BuildError(what, result.stdout, str(log))
+
+    def module(self, src: Path, name: str, out_dir: Path, log: Path) -> Path:
+        """Build the Kbuild tree `src` into `<out_dir>/<name>.ko`."""
+        assert self.scratch is not None
+        work = self.scratch / src.name
+        shutil.copytree(src, work)
+        kdir = f"/lib/modules/{self.root.kernel_release}/build"
+        self._run(f"module {name}", ["make", "-C", kdir, f"M={self._inside(work)}", "modules"],
+                  log)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ko = out_dir / f"{name}.ko"
+        shutil.copyfile(work / f"{name}.ko", ko)
+        return ko
+
+    def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False) -> Path:
+        """Compile one C workload statically (with -m32 for compat processes)."""
+        assert self.scratch is not None
+        name = source.stem + ("-m32" if m32 else "")
+        work = self.scratch / f"{name}.c"
+        shutil.copyfile(source, work)
+        exe = self.scratch / name
+        flags = ["-m32"] if m32 else []
+        self._run(f"workload {name}",
+                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", "-o",
+                   self._inside(exe), self._inside(work)], log)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(exe, out_dir / name)
+        (out_dir / name).chmod(0o755)
+        return out_dir / name

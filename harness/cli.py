@@ -1,0 +1,141 @@
+"""The command line: arguments become typed options here, and nowhere else.
+
+Exit status: 0 everything passed, 1 something failed, 2 bad input or a host
+problem, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from . import drivers, guests, images, session
+from .cache import Cache, default_cache_dir
+from .errors import ConfigError, HarnessError, HostError, Interrupted
+from .guests import Flavour
+from .progress import Progress
+from .results import PASS, table
+
+EXIT_FAIL, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmap-harness",
+                                description="Boot real kernels in QEMU, build and load mmap "
+                                            "drivers, run workloads, report results.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--guest", action="append", metavar="NAME",
+                        help="guest definition from guest_images/ (repeatable; "
+                             "default: the one marked default)")
+        sp.add_argument("--flavour", choices=[f.value for f in Flavour], default="tiny",
+                        help="tiny: initramfs guest (default); full: systemd on a disk")
+        sp.add_argument("--cache-dir", type=Path, default=None,
+                        help="image cache (default: $XDG_CACHE_HOME/mmap-harness)")
+
+    run = sub.add_parser("run", help="build, boot, load, run workloads, report")
+    common(run)
+    run.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                     help="where run directories go (default: ./results)")
+    run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
+                     help="auto probes KVM by booting and falls back to TCG (default)")
+    run.add_argument("--driver", action="append", metavar="NAME",
+                     help="driver spec name from drivers/linux/ (repeatable; default: all)")
+    run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
+                     help="extra guest kernel command-line argument (repeatable)")
+    run.add_argument("--timeout-scale", type=float, default=1.0,
+                     help="multiply every timeout (slow hosts)")
+
+    img = sub.add_parser("images", help="manage cached guest images")
+    isub = img.add_subparsers(dest="action", required=True)
+    build = isub.add_parser("build", help="build (or reuse) images")
+    common(build)
+    isub.add_parser("list", help="list cached images").add_argument(
+        "--cache-dir", type=Path, default=None)
+    clean = isub.add_parser("clean", help="delete cached images")
+    clean.add_argument("--guest", action="append", metavar="NAME")
+    clean.add_argument("--cache-dir", type=Path, default=None)
+    return p
+
+
+def _guests(names: list[str] | None) -> list[guests.GuestDefinition]:
+    if not names:
+        return [guests.default_guest()]
+    return [guests.find(n) for n in names]
+
+
+def _drivers(names: list[str] | None) -> list[drivers.DriverSpec]:
+    specs = drivers.all_specs()
+    if not names:
+        return specs
+    by_name = {s.name: s for s in specs}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown driver(s) {', '.join(unknown)}",
+                          hint=f"choose from: {', '.join(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    if args.timeout_scale <= 0:
+        raise ConfigError("--timeout-scale must be positive",
+                          hint="use a factor such as 2 on a slow host")
+    opts = session.RunOptions(
+        guests=_guests(args.guest), drivers=_drivers(args.driver),
+        flavour=Flavour(args.flavour), results_root=args.results,
+        cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
+        kernel_args=args.kernel_arg,
+        timeouts=session.Timeouts(scale=args.timeout_scale))
+    result, run_dir = session.run(opts, progress)
+    print(table(result))
+    print(f"results: {run_dir / 'results.json'}")
+    return 0 if result.status == PASS else EXIT_FAIL
+
+
+def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
+    cache = Cache(args.cache_dir or default_cache_dir())
+    if args.action == "list":
+        for row in images.list_images(cache):
+            print(f"{row['kind']:<7} {row['name']:<48} {row['size_mib']:>6} MiB  {row['path']}")
+        return 0
+    if args.action == "clean":
+        for name in args.guest or [None]:
+            for path in images.clean(cache, name):
+                print(f"removed {path}")
+        return 0
+    for g in _guests(args.guest):
+        image = images.ensure(g, Flavour(args.flavour), cache, progress)
+        print(f"{g.name} {args.flavour}: {image.dir} (kernel {image.root.kernel_release})")
+    return 0
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    progress = Progress()
+    try:
+        if args.command == "run":
+            return _cmd_run(args, progress)
+        return _cmd_images(args, progress)
+    except (KeyboardInterrupt, Interrupted) as e:
+        what = e.message if isinstance(e, Interrupted) else "stopped by SIGINT"
+        print(f"mmap-harness: {what}; QEMU stopped, results and logs kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, HostError) as e:
+        print(f"mmap-harness: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except HarnessError as e:
+        print(f"mmap-harness: {e}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Driver specs: the small TOML files in drivers/linux/, validated before rendering."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import decode, load_toml
+from .errors import ConfigError
+
+DRIVERS_DIR = Path(__file__).resolve().parent.parent / "drivers"
+LINUX_DIR = DRIVERS_DIR / "linux"
+TEMPLATES_DIR = LINUX_DIR / "templates"
+WORKLOADS_DIR = DRIVERS_DIR / "workloads"
+PAGE_SIZE = 4096
+MAX_ORDER = 10          # alloc_pages() cannot do more on x86-64 (MAX_ORDER 11)
+_C_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
+# Goes into a C string literal and MODULE_DESCRIPTION: no quotes, no escapes.
+_SAFE_TEXT = re.compile(r"^[A-Za-z0-9 ,.;:()_/+=-]{1,120}$")
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    name: str
+    template: str
+    description: str
+    order: int = 8
+    workloads: list[str] = field(default_factory=list)
+    source: str = ""    # the spec's file name, filled in by load_spec
+
+    @property
+    def area_bytes(self) -> int:
+        return PAGE_SIZE << self.order
+
+    @property
+    def device(self) -> str:
+        return f"/dev/{self.name}"
+
+
+def load_spec(path: Path) -> DriverSpec:
+    data = load_toml(path)
+    if "source" in data:
+        raise ConfigError(f"{path}: 'source' is set by the harness, not by a spec")
+    spec = decode(DriverSpec, {**data, "source": path.name}, str(path))
+    validate(spec, str(path))
+    return spec
+
+
+def validate(spec: DriverSpec, where: str) -> None:
+    if not _C_IDENT.match(spec.name):
+        raise ConfigError(f"{where}: name {spec.name!r} is not a short lower-case C identifier")
+    if not _C_IDENT.match(spec.template) or not (TEMPLATES_DIR / f"{spec.template}.c.j2").is_file():
+        known = ", ".join(sorted(p.name[:-5] for p in TEMPLATES_DIR.glob("*.c.j2")))
+        raise ConfigError(f"{where}: unknown template {spec.template!r}",
+                          hint=f"templates are: {known}")
+    if not _SAFE_TEXT.match(spec.description):
+        raise ConfigError(f"{where}: description must be 1-120 plain characters "
+                          "(letters, digits, spaces and ,.;:()_/+=-)")
+    if not 0 <= spec.order <= MAX_ORDER:
+        raise ConfigError(f"{where}: order must be 0..{MAX_ORDER} (2^order pages)")
+    for w in spec.workloads:
+        if not _C_IDENT.match(w) or not (WORKLOADS_DIR / f"{w}.c").is_file():
+            raise ConfigError(f"{where}: no workload {w!r} in {WORKLOADS_DIR}")
+
+
+def all_specs() -> list[DriverSpec]:
+    return [load_spec(p) for p in sorted(LINUX_DIR.glob("*.toml"))]

@@ -1,0 +1,90 @@
+"""Exceptions of mmap-harness, each with a message written for people.
+
+    HarnessError                 anything the harness reports instead of a traceback
+     +-- ConfigError             bad input: a definition, spec or option (fix the input)
+     +-- HostError               the host lacks something (a tool, root, disk space)
+     +-- InfraError              the harness or the host failed while working
+     |    +-- ImageBuildError    debootstrap/apt/initramfs failed (log kept)
+     |    +-- SSHError           the guest's SSH could not be reached or trusted
+     |    +-- CommandTimeout     a guest command overran its timeout
+     +-- BootError               the guest kernel did not come up (console tail kept)
+     +-- BuildError              a module or workload did not compile (compiler output kept)
+     +-- Interrupted             SIGINT/SIGTERM arrived; the run was stopped cleanly
+
+Kernel failures (BootError) and harness failures (InfraError) are kept apart,
+as syzkaller's vm layer does: the first is a finding, the second a broken tool.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base of every error the CLI turns into a one-paragraph message."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if hint:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  what to do: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(HarnessError):
+    """A guest definition, driver spec or command-line value is invalid."""
+
+
+class HostError(HarnessError):
+    """The host is missing a tool, a permission or space the run needs."""
+
+
+class InfraError(HarnessError):
+    """The harness or host failed while doing its work."""
+
+
+class ImageBuildError(InfraError):
+    """Building a guest image or build root failed; `log` names the kept log."""
+
+    def __init__(self, message: str, log: str = "", hint: str = "") -> None:
+        super().__init__(message + (f" (log: {log})" if log else ""), hint)
+        self.log = log
+
+
+class SSHError(InfraError):
+    """The guest's SSH server could not be reached, trusted or used."""
+
+
+class CommandTimeout(InfraError):
+    """A command in the guest did not finish in time."""
+
+    def __init__(self, command: str, timeout: float, output: str = "") -> None:
+        super().__init__(f"guest command timed out after {timeout:.0f}s: {command}")
+        self.command = command
+        self.timeout = timeout
+        self.output = output
+
+
+class BootError(HarnessError):
+    """The guest kernel did not reach SSH; `console_tail` holds its last words."""
+
+    def __init__(self, message: str, console_tail: str = "", hint: str = "") -> None:
+        tail = f"\n--- last console lines ---\n{console_tail}" if console_tail else ""
+        super().__init__(message + tail, hint)
+        self.console_tail = console_tail
+
+
+class BuildError(HarnessError):
+    """A driver or workload failed to compile; `output` is the compiler's."""
+
+    def __init__(self, what: str, output: str, log: str = "") -> None:
+        where = f" (log: {log})" if log else ""
+        super().__init__(f"{what} failed to compile{where}:\n{output.rstrip()}")
+        self.output = output
+        self.log = log
+
+
+class Interrupted(HarnessError):
+    """The run was interrupted by a signal and cleaned up."""

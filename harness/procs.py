@@ -1,0 +1,90 @@
+"""Host subprocesses that can never outlive the harness.
+
+Every child gets its own process group (so the whole tree can be killed) and
+PR_SET_PDEATHSIG=SIGKILL (so it dies even if the harness is SIGKILLed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel SIGKILLs this child when the harness dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_logged(cmd: list[str], log: Path, *, env: dict[str, str] | None = None,
+               tick: Callable[[float], None] = lambda _s: None,
+               tick_every: float = 15.0) -> int:
+    """Run `cmd` with its output appended to `log`; return the exit status.
+
+    The whole process group is killed if the wait is interrupted.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with log.open("ab") as out:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=tick_every)
+                except subprocess.TimeoutExpired:
+                    tick(time.monotonic() - start)
+        finally:
+            if proc.returncode is None:
+                kill_group(proc.pid)
+                proc.wait()
+
+
+def run_captured(cmd: list[str], *, env: dict[str, str] | None = None,
+                 timeout: float = 600.0,
+                 cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` to completion and return its combined output as text.
+
+    Setting `cancel` (from another thread) kills it; so does the timeout,
+    after which the output so far is returned with exit status -9.
+    """
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, text=True,
+                            errors="replace", start_new_session=True,
+                            preexec_fn=die_with_parent)
+    deadline = time.monotonic() + timeout
+    out = ""
+    try:
+        while True:
+            try:
+                out, _ = proc.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                    kill_group(proc.pid)
+                    out, _ = proc.communicate()
+                    out += f"\n[mmap-harness: killed after {timeout:.0f}s or on cancel]\n"
+                    break
+    finally:
+        if proc.returncode is None:
+            kill_group(proc.pid)
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)

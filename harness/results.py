@@ -1,0 +1,185 @@
+"""Results: the documented results.json schema, JUnit XML and the printed table.
+
+results.json (schema 1) -- names scripts may rely on; fields are only added:
+
+    {"schema": 1, "run_id": str, "started": ISO-8601, "finished": ISO-8601,
+     "status": "pass" | "fail",
+     "host": {"hostname", "kernel", "python", "qemu", "cpus"},
+     "guests": [{
+        "name", "flavour", "kernel_release" (the guest's `uname -r`),
+        "accel": "tcg" | "kvm", "accel_reason", "cpu_model", "compiler",
+        "kernel_compiler", "status": "pass" | "fail" | "error", "error",
+        "dir" (this guest's files, relative to the run directory),
+        "timings": {"image_s", "boot_to_ssh_s", "build_s", "load_s",
+                    "workloads_s", "shutdown_s", "total_s"},
+        "drivers": [{
+            "name", "loaded", "taint", "taint_flags", "error",
+            "workloads": [{"name", "status": "pass" | "fail" | "error" | "kernel-crash",
+                           "metrics": {...}, "message", "seconds"}]}]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA = 1
+PASS, FAIL, ERROR, KERNEL_CRASH = "pass", "fail", "error", "kernel-crash"
+# /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
+
+
+def taint_flags(value: int) -> list[str]:
+    return [flag for bit, flag in enumerate(TAINT_FLAGS) if value & (1 << bit)]
+
+
+@dataclass
+class WorkloadResult:
+    name: str
+    status: str
+    metrics: dict = field(default_factory=dict)
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class DriverResult:
+    name: str
+    loaded: bool = False
+    taint: int = 0
+    taint_flags: list[str] = field(default_factory=list)
+    error: str = ""
+    workloads: list[WorkloadResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.loaded and not self.error and all(w.status == PASS for w in self.workloads)
+
+
+@dataclass
+class Timings:
+    image_s: float = 0.0
+    boot_to_ssh_s: float = 0.0
+    build_s: float = 0.0
+    load_s: float = 0.0
+    workloads_s: float = 0.0
+    shutdown_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class GuestResult:
+    name: str
+    flavour: str
+    dir: str
+    kernel_release: str = ""
+    accel: str = ""
+    accel_reason: str = ""
+    cpu_model: str = ""
+    compiler: str = ""
+    kernel_compiler: str = ""
+    status: str = ERROR
+    error: str = ""
+    timings: Timings = field(default_factory=Timings)
+    drivers: list[DriverResult] = field(default_factory=list)
+
+    def settle(self) -> None:
+        """Status from the parts: error beats fail beats pass."""
+        if self.error:
+            self.status = ERROR
+        elif self.drivers and all(d.passed for d in self.drivers):
+            self.status = PASS
+        else:
+            self.status = FAIL
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    started: str
+    host: dict
+    finished: str = ""
+    status: str = FAIL
+    guests: list[GuestResult] = field(default_factory=list)
+
+    def settle(self) -> None:
+        self.status = PASS if self.guests and all(g.status == PASS for g in self.guests) else FAIL
+
+    def to_json(self) -> dict:
+        return {"schema": SCHEMA, **asdict(self)}
+
+
+def write_json(run: RunResult, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(run.to_json(), indent=2) + "\n")
+    tmp.replace(path)  # readers never see half a file
+
+
+def write_junit(run: RunResult, path: Path) -> None:
+    suites = ET.Element("testsuites", name=f"mmap-harness {run.run_id}")
+    for g in run.guests:
+        suite = ET.SubElement(suites, "testsuite", name=f"{g.name}-{g.flavour}",
+                              time=f"{g.timings.total_s:.3f}")
+        cases = _cases(g)
+        for classname, name, seconds, status, message, output in cases:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=name,
+                                 time=f"{seconds:.3f}")
+            if status in (FAIL, KERNEL_CRASH):
+                ET.SubElement(case, "failure", message=f"{status}: {message}"[:500],
+                              type=status).text = message
+            elif status == ERROR:
+                ET.SubElement(case, "error", message=message[:500], type=status).text = message
+            if output:
+                ET.SubElement(case, "system-out").text = output
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(c[3] in (FAIL, KERNEL_CRASH) for c in cases)))
+        suite.set("errors", str(sum(c[3] == ERROR for c in cases)))
+    ET.indent(suites)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _cases(g: GuestResult) -> list[tuple[str, str, float, str, str, str]]:
+    prefix = f"{g.name}.{g.flavour}"
+    cases = [(prefix, "boot", g.timings.boot_to_ssh_s, ERROR if g.error else PASS, g.error, "")]
+    for d in g.drivers:
+        load_status = PASS if d.loaded and not d.error else FAIL
+        cases.append((f"{prefix}.{d.name}", "load", g.timings.load_s, load_status, d.error, ""))
+        for w in d.workloads:
+            cases.append((f"{prefix}.{d.name}", w.name, w.seconds, w.status, w.message,
+                          json.dumps(w.metrics, indent=1) if w.metrics else ""))
+    return cases
+
+
+def table(run: RunResult) -> str:
+    """The summary printed at the end of a run."""
+    rows = [("guest", "kernel", "accel", "driver", "workload", "status", "seconds", "figures")]
+    for g in run.guests:
+        if not g.drivers:
+            rows.append((f"{g.name}/{g.flavour}", g.kernel_release or "-", g.accel or "-",
+                         "-", "-", g.status, "-", g.error.splitlines()[0][:60] if g.error else ""))
+        for d in g.drivers:
+            for w in d.workloads or [WorkloadResult("(none)", ERROR, message=d.error)]:
+                rows.append((f"{g.name}/{g.flavour}", g.kernel_release, g.accel, d.name,
+                             w.name, w.status, f"{w.seconds:.2f}", _figures(w)))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for g in run.guests:
+        t = g.timings
+        lines.append(f"{g.name}/{g.flavour}: image {t.image_s:.1f}s, boot-to-SSH "
+                     f"{t.boot_to_ssh_s:.1f}s, build {t.build_s:.1f}s, load {t.load_s:.1f}s, "
+                     f"workloads {t.workloads_s:.1f}s, shutdown {t.shutdown_s:.1f}s, "
+                     f"whole loop {t.total_s:.1f}s ({g.accel}, cpu {g.cpu_model})")
+    lines.append(f"run {run.run_id}: {run.status.upper()}")
+    return "\n".join(lines)
+
+
+def _figures(w: WorkloadResult) -> str:
+    if w.status != PASS:
+        return w.message.splitlines()[0][:70] if w.message else ""
+    ratios = {k: v for k, v in w.metrics.items() if "ratio" in k}
+    shown = ratios or {k: v for k, v in list(w.metrics.items())[:2]}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())

@@ -1,0 +1,171 @@
+"""The build root: a debootstrap tree of the guest's suite.
+
+One tree serves three purposes: modules and workloads are compiled inside it
+(chroot) by the suite's own gcc against the kernel's own headers; the tiny
+initramfs takes its kernel, sshd and modules from it; the full disk image is
+made from it. Its SSH keys are made here, so each image has its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import keys
+from .errors import ImageBuildError
+from .guests import GuestDefinition
+from .procs import run_captured, run_logged
+from .progress import Progress
+
+# Bumped by hand when the recipe below changes in a way the source hash misses.
+RECIPE = 1
+BASE_PACKAGES = [
+    "openssh-server", "busybox-static", "kmod", "make", "libc6-dev",
+    "gcc-multilib", "systemd-sysv", "udev", "iproute2",
+]
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C",
+              "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}
+SSHD_CONFIG = """\
+# Written by mmap-harness: key-only root login for the harness.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+"""
+NETWORK_UNIT = """\
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=ipv4
+"""
+
+
+@dataclass(frozen=True)
+class BuildRoot:
+    """A finished build root in the cache."""
+
+    dir: Path
+
+    @property
+    def tree(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "keys" / "harness_ed25519"
+
+    @property
+    def host_key_pub(self) -> Path:
+        return self.tree / "etc/ssh/ssh_host_ed25519_key.pub"
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.dir / "manifest.json").read_text())
+
+    @property
+    def kernel_release(self) -> str:
+        return self.manifest["kernel_release"]
+
+
+def recipe_key(definition: GuestDefinition) -> str:
+    """Cache key: what debootstrap is asked for, plus this recipe's source."""
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(definition.debian), sort_keys=True).encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(str(RECIPE).encode())
+    return f"{definition.name}-{h.hexdigest()[:16]}"
+
+
+def packages(definition: GuestDefinition) -> list[str]:
+    d = definition.debian
+    return [d.kernel_package, d.headers_package, d.compiler_package,
+            *BASE_PACKAGES, *d.extra_packages]
+
+
+def build(definition: GuestDefinition, out: Path, log: Path, progress: Progress) -> None:
+    """Populate `out` (a fresh directory) with root/, keys/ and manifest.json."""
+    tree = out / "root"
+    _debootstrap(definition, tree, log, progress)
+    progress.say("image", "configuring the build root (ssh keys, network, fstab)")
+    (out / "keys").mkdir()
+    client_pub = keys.write_keypair(out / "keys" / "harness_ed25519", "mmap-harness")
+    _configure(tree, client_pub, definition.name)
+    release = _kernel_release(tree)
+    manifest = {
+        "guest": definition.name,
+        "suite": definition.debian.suite,
+        "kernel_release": release,
+        "kernel_compiler": _kernel_compiler(tree, release),
+        "compiler": chroot_output(tree, ["gcc", "--version"]).splitlines()[0],
+        "packages": packages(definition),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
+
+
+def _debootstrap(definition: GuestDefinition, tree: Path, log: Path,
+                 progress: Progress) -> None:
+    d = definition.debian
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages(definition))}",
+           d.suite, str(tree)]
+    if d.mirror:
+        cmd.append(d.mirror)
+    progress.say("image", f"debootstrap {d.suite} with {len(packages(definition))} packages "
+                 f"(a few minutes; log: {log})")
+    rc = run_logged(cmd, log, tick=progress.ticker("image", "debootstrap"))
+    if rc != 0:
+        raise ImageBuildError(
+            f"debootstrap of {d.suite} failed (exit {rc})", log=str(log),
+            hint="check that Debian's package mirror is reachable and the suite "
+                 "and package names exist; the log's last lines say which step failed")
+
+
+def _configure(tree: Path, client_pub: str, hostname: str) -> None:
+    ssh = tree / "etc/ssh"
+    for old in ssh.glob("ssh_host_*"):
+        old.unlink()
+    keys.write_keypair(ssh / "ssh_host_ed25519_key", f"root@{hostname}")
+    (ssh / "sshd_config.d").mkdir(exist_ok=True)
+    (ssh / "sshd_config.d/mmap-harness.conf").write_text(SSHD_CONFIG)
+    dot_ssh = tree / "root/.ssh"
+    dot_ssh.mkdir(mode=0o700, exist_ok=True)
+    (dot_ssh / "authorized_keys").write_text(client_pub)
+    os.chmod(dot_ssh / "authorized_keys", 0o600)
+    (tree / "etc/hostname").write_text(hostname + "\n")
+    (tree / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    network = tree / "etc/systemd/network"
+    network.mkdir(parents=True, exist_ok=True)
+    (network / "10-mmap-harness.network").write_text(NETWORK_UNIT)
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "systemd-networkd.service"
+    if not link.is_symlink():
+        link.symlink_to("/lib/systemd/system/systemd-networkd.service")
+
+
+def _kernel_release(tree: Path) -> str:
+    releases = sorted(p.name for p in (tree / "lib/modules").iterdir()
+                      if (p / "modules.dep").is_file())
+    if len(releases) != 1:
+        raise ImageBuildError(f"expected one kernel in the build root, found {releases}")
+    return releases[0]
+
+
+def _kernel_compiler(tree: Path, release: str) -> str:
+    config = (tree / "boot" / f"config-{release}").read_text()
+    m = re.search(r'^CONFIG_CC_VERSION_TEXT="(.*)"$', config, re.M)
+    return m.group(1) if m else "unknown"
+
+
+def chroot_output(tree: Path, cmd: list[str]) -> str:
+    result = run_captured(["chroot", str(tree), *cmd], env=CHROOT_ENV, timeout=60)
+    if result.returncode != 0:
+        raise ImageBuildError(f"`{' '.join(cmd)}` failed in the build root: {result.stdout}")
+    return result.stdout

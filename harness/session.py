@@ -1,0 +1,255 @@
+"""The pipeline, one function per stage, read top to bottom:
+
+    definition -> image -> guest (boot, SSH) -> build -> load -> workload -> results
+
+The build runs on a thread while the guest boots: under TCG both take
+seconds and the host has two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import accel, images, load, results, workloads
+from .build import Builder
+from .cache import Cache
+from .drivers import WORKLOADS_DIR, DriverSpec
+from .errors import HarnessError, Interrupted
+from .guests import Flavour, GuestDefinition
+from .guest import Guest
+from .progress import Progress
+from .qemu import qemu_version
+from .render import render
+from .results import DriverResult, GuestResult, RunResult
+from .ssh import GuestSSH
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Base seconds, fit for TCG on a 2-core host; `scale` stretches them all."""
+
+    boot_s: float = 120.0
+    command_s: float = 120.0
+    workload_s: float = 300.0
+    scale: float = 1.0
+
+    @property
+    def boot(self) -> float:
+        return self.boot_s * self.scale
+
+    @property
+    def command(self) -> float:
+        return self.command_s * self.scale
+
+    @property
+    def workload(self) -> float:
+        return self.workload_s * self.scale
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    guests: list[GuestDefinition]
+    drivers: list[DriverSpec]
+    flavour: Flavour = Flavour.TINY
+    results_root: Path = Path("results")
+    cache_dir: Path = Path("cache")
+    accel: str = "auto"
+    kernel_args: list[str] = field(default_factory=list)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass
+class Artifacts:
+    """What the build stage made for one guest."""
+
+    modules: dict[str, Path] = field(default_factory=dict)
+    workloads: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def host_info() -> dict:
+    return {"hostname": platform.node(), "kernel": platform.release(),
+            "python": platform.python_version(), "qemu": qemu_version(),
+            "cpus": os.cpu_count()}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
+    """Run every guest; results (even partial ones) are written however it ends."""
+    run_id = new_run_id()
+    run_dir = opts.results_root / run_id
+    run_dir.mkdir(parents=True)
+    _point_latest(opts.results_root, run_id)
+    result = RunResult(run_id, _now(), host_info())
+    progress.say("run", f"{run_id}: results in {run_dir}")
+    try:
+        for definition in opts.guests:
+            guest = GuestResult(definition.name, opts.flavour.value,
+                                f"{definition.name}-{opts.flavour.value}")
+            result.guests.append(guest)
+            GuestRun(opts, definition, run_dir, guest, progress).run()
+            results.write_json(result, run_dir / "results.json")
+    finally:
+        result.finished = _now()
+        result.settle()
+        results.write_json(result, run_dir / "results.json")
+        results.write_junit(result, run_dir / "junit.xml")
+    return result, run_dir
+
+
+class GuestRun:
+    """One guest through every stage; fills in its GuestResult as it goes."""
+
+    def __init__(self, opts: RunOptions, definition: GuestDefinition, run_dir: Path,
+                 result: GuestResult, progress: Progress) -> None:
+        self.opts = opts
+        self.definition = definition
+        self.result = result
+        self.dir = run_dir / result.dir
+        self.progress = progress
+        self.timeouts = opts.timeouts
+
+    def say(self, stage: str, message: str) -> None:
+        self.progress.say(stage, f"{self.definition.name}: {message}")
+
+    def run(self) -> None:
+        g, start = self.result, time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            image = self._image()
+            self._boot_and_exercise(image)
+        except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
+            g.error = f"interrupted: {e or type(e).__name__}"
+            raise
+        except HarnessError as e:
+            g.error = str(e)
+            self.say("error", str(e))
+        finally:
+            g.timings.total_s = round(time.monotonic() - start, 3)
+            g.settle()
+
+    def _image(self) -> images.GuestImage:
+        start = time.monotonic()
+        cache = Cache(self.opts.cache_dir)
+        image = images.ensure(self.definition, self.opts.flavour, cache, self.progress)
+        manifest = image.root.manifest
+        self.result.compiler = manifest["compiler"]
+        self.result.kernel_compiler = manifest["kernel_compiler"]
+        self.result.timings.image_s = round(time.monotonic() - start, 3)
+        return image
+
+    def _boot_and_exercise(self, image: images.GuestImage) -> None:
+        g = self.result
+        choice = accel.choose(self.opts.accel, image.kernel, image.initrd, self.opts.cache_dir)
+        g.accel, g.accel_reason = choice.accel, choice.reason
+        g.cpu_model = self.definition.qemu.cpu_model
+        self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
+        sources = {d.name: render(d, self.dir / "src") for d in self.opts.drivers}
+        cancel = threading.Event()
+        with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
+                ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
+            guest = Guest(image, choice.accel, Path(tmp), self.dir / "console.log",
+                          self.opts.kernel_args)
+            try:
+                with guest:
+                    built = pool.submit(self._build, image, sources, cancel)
+                    ssh = guest.wait_ssh(self.timeouts.boot)
+                    g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
+                    g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
+                                               check=True).stdout.strip()
+                    self.say("ssh", f"up after {guest.boot_to_ssh_s:.1f}s, "
+                             f"kernel {g.kernel_release}")
+                    try:
+                        artifacts = built.result()
+                        g.timings.build_s = round(artifacts.seconds, 3)
+                        self._exercise(ssh, artifacts)
+                    finally:
+                        self._save_dmesg(ssh)
+            finally:
+                cancel.set()
+                g.timings.shutdown_s = round(guest.shutdown_s, 3)
+                self.say("stop", f"QEMU gone after {guest.shutdown_s:.1f}s")
+
+    def _build(self, image: images.GuestImage, sources: dict[str, Path],
+               cancel: threading.Event) -> Artifacts:
+        start = time.monotonic()
+        art = Artifacts()
+        out, logs = self.dir / "build", self.dir / "build" / "logs"
+        with Builder(image.root, cancel) as b:
+            for spec in self.opts.drivers:
+                art.modules[spec.name] = b.module(sources[spec.name], spec.name, out,
+                                                  logs / f"{spec.name}.log")
+            for name in sorted({w for d in self.opts.drivers for w in d.workloads}):
+                art.workloads[name] = b.workload(WORKLOADS_DIR / f"{name}.c", out,
+                                                 logs / f"{name}.log")
+        art.seconds = time.monotonic() - start
+        self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
+                 f"in {art.seconds:.1f}s with {self.result.compiler}")
+        return art
+
+    def _exercise(self, ssh: GuestSSH, art: Artifacts) -> None:
+        remote = workloads.REMOTE_DIR
+        ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
+        for name, path in [*art.modules.items(), *art.workloads.items()]:
+            ssh.put(path, f"{remote}/{path.name}", 0o755)
+        for spec in self.opts.drivers:
+            self.result.drivers.append(self._driver(ssh, spec))
+
+    def _driver(self, ssh: GuestSSH, spec: DriverSpec) -> DriverResult:
+        d = DriverResult(spec.name)
+        t = self.timeouts
+        start = time.monotonic()
+        load.mark(ssh, f"loading {spec.name}")
+        d.error = load.insmod(ssh, f"{workloads.REMOTE_DIR}/{spec.name}.ko", [], t.command)
+        if not d.error and not load.has_char_device(ssh, spec.device):
+            d.error = f"{spec.device} did not appear after insmod"
+        d.loaded = not d.error
+        self.result.timings.load_s += round(time.monotonic() - start, 3)
+        self.say("load", f"{spec.name}: {'loaded' if d.loaded else d.error}")
+        if not d.loaded:
+            return d
+        wstart = time.monotonic()
+        for name in spec.workloads:
+            argv = [f"{workloads.REMOTE_DIR}/{name}", spec.device, str(spec.area_bytes)]
+            w, output = workloads.run(ssh, name, argv, t.workload)
+            (self.dir / "workloads").mkdir(exist_ok=True)
+            (self.dir / "workloads" / f"{spec.name}.{name}.out").write_text(output)
+            d.workloads.append(w)
+            self.say("run", f"{spec.name}/{name}: {w.status} {w.message}".rstrip())
+        self.result.timings.workloads_s += round(time.monotonic() - wstart, 3)
+        start = time.monotonic()
+        d.error = load.rmmod(ssh, spec.name, t.command)
+        d.taint = load.taint(ssh)
+        d.taint_flags = results.taint_flags(d.taint)
+        self.result.timings.load_s += round(time.monotonic() - start, 3)
+        return d
+
+    def _save_dmesg(self, ssh: GuestSSH) -> None:
+        try:
+            (self.dir / "dmesg.txt").write_text(load.dmesg(ssh))
+        except HarnessError as e:  # the guest may be gone; the console log has the rest
+            print(f"warning: could not read dmesg: {e}", file=sys.stderr)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _point_latest(root: Path, run_id: str) -> None:
+    link = root / "latest"
+    tmp = root / f".latest-{run_id}"
+    tmp.symlink_to(run_id)
+    tmp.replace(link)

@@ -1,0 +1,187 @@
+"""SSH to the guest with paramiko: pinned host key, timeouts, SFTP.
+
+Readiness is polled cheaply (a TCP connect and the server's banner) before
+paramiko is involved: QEMU's user network accepts the connection even while
+the guest's sshd is not up yet, so "connected" means nothing until a banner
+arrives.
+"""
+
+from __future__ import annotations
+
+import select
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .errors import CommandTimeout, SSHError
+
+HOST = "127.0.0.1"
+USER = "root"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class _Replayed:
+    """A socket whose first bytes were already read; paramiko reads them again.
+
+    The guest's sshd forks (and re-executes) per connection before it sends
+    its banner: reusing the connection that showed the banner saves that.
+    """
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        self._sock = sock
+        self._prefix = prefix
+
+    def recv(self, n: int) -> bytes:
+        if self._prefix:
+            head, self._prefix = self._prefix[:n], self._prefix[n:]
+            return head
+        return self._sock.recv(n)
+
+    def __getattr__(self, name: str):  # send, settimeout, close, fileno, ...
+        return getattr(self._sock, name)
+
+
+def banner_socket(port: int, timeout: float = 1.0) -> _Replayed | None:
+    """A connection on which an SSH server has sent its banner, or None."""
+    try:
+        sock = socket.create_connection((HOST, port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        sock.settimeout(timeout)
+        head = sock.recv(4)
+    except OSError:
+        head = b""
+    if head.startswith(b"SSH-"):
+        return _Replayed(sock, head)
+    sock.close()
+    return None
+
+
+class GuestSSH:
+    """An authenticated SSH transport to one guest."""
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self._transport = transport
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def connect(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
+                timeout: float = 20.0, sock: _Replayed | socket.socket | None = None) -> GuestSSH:
+        """Connect and authenticate; refuses a server whose key is not `host_key`."""
+        try:
+            if sock is None:
+                sock = socket.create_connection((HOST, port), timeout=timeout)
+            transport = paramiko.Transport(sock)
+            # Offer only the pinned key's type, so the server must show that key.
+            transport.get_security_options().key_types = [host_key.get_name()]
+            transport.start_client(timeout=timeout)
+        except (OSError, paramiko.SSHException) as e:
+            raise SSHError(f"SSH handshake with 127.0.0.1:{port} failed: {e}") from None
+        offered = transport.get_remote_server_key()
+        if offered.get_name() != host_key.get_name() or offered.asbytes() != host_key.asbytes():
+            transport.close()
+            raise SSHError(
+                f"the guest on port {port} showed host key {offered.get_fingerprint().hex()} "
+                f"({offered.get_name()}), not the image's pinned key "
+                f"{host_key.get_fingerprint().hex()}: refusing to connect",
+                hint="another process may own that port, or the image was altered; "
+                     "rebuild it with `mmap-harness images clean` and run again")
+        try:
+            transport.auth_publickey(USER, client_key)
+        except paramiko.SSHException as e:
+            transport.close()
+            raise SSHError(f"the guest refused the harness's key: {e}",
+                           hint="rebuild the image: `mmap-harness images clean`") from None
+        transport.set_keepalive(5)
+        return cls(transport)
+
+    @classmethod
+    def wait(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
+             timeout: float, alive: Callable[[], bool]) -> GuestSSH:
+        """Poll until the guest's sshd answers, then connect; SSHError on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive():
+            sock = banner_socket(port)
+            if sock is not None:
+                return cls.connect(port, host_key, client_key, sock=sock)
+            time.sleep(0.05)
+        state = "QEMU exited" if not alive() else f"no SSH banner within {timeout:.0f}s"
+        raise SSHError(f"the guest's SSH server never answered: {state}")
+
+    def run(self, command: list[str] | str, timeout: float = 60.0,
+            check: bool = False) -> CommandResult:
+        """Run `command` (an argv list is quoted for the guest's shell)."""
+        text = command if isinstance(command, str) else shlex.join(command)
+        start = time.monotonic()
+        try:
+            chan = self._transport.open_session(timeout=10)
+            chan.exec_command(text)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise SSHError(f"cannot run `{text}` in the guest: {e}") from None
+        out, err = bytearray(), bytearray()
+        deadline = start + timeout
+        with chan:
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready():
+                    break
+                elif time.monotonic() > deadline:
+                    raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
+                elif chan.closed or not self._transport.is_active():
+                    raise SSHError(f"the SSH connection dropped while running `{text}`")
+                else:
+                    select.select([chan], [], [], 0.1)
+            status = chan.recv_exit_status()
+        result = CommandResult(text, status, out.decode("utf-8", "replace"),
+                               err.decode("utf-8", "replace"), time.monotonic() - start)
+        if check and not result.ok:
+            raise SSHError(f"`{text}` failed in the guest (exit {status}): "
+                           f"{result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+            if self._sftp is None:
+                raise SSHError("the guest refused an SFTP session")
+        return self._sftp
+
+    def put(self, local: Path, remote: str, mode: int = 0o644) -> None:
+        try:
+            sftp = self._sftp_client()
+            sftp.put(str(local), remote)
+            sftp.chmod(remote, mode)
+        except (OSError, paramiko.SSHException) as e:
+            raise SSHError(f"uploading {local} to the guest's {remote} failed: {e}") from None
+
+    def get(self, remote: str, local: Path) -> None:
+        try:
+            self._sftp_client().get(remote, str(local))
+        except (OSError, paramiko.SSHException) as e:
+            raise SSHError(f"downloading the guest's {remote} failed: {e}") from None
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        self._transport.close()

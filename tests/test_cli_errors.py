@@ -1,0 +1,25 @@
+"""Bad input ends in one clear message and exit status 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--guest", "debian-potato"], "unknown guest 'debian-potato'"),
+    (["run", "--driver", "nope"], "unknown driver(s) nope"),
+    (["run", "--timeout-scale", "0"], "--timeout-scale must be positive"),
+    (["images", "build", "--guest", "../etc"], "unknown guest '../etc'"),
+])
+def test_bad_input_is_explained(args, words, tmp_path):
+    r = harness(*args, *(["--results", str(tmp_path)] if args[0] == "run" else []))
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr
+    assert "Traceback" not in r.stderr
+    assert "what to do:" in r.stderr

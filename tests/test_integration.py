@@ -1,0 +1,167 @@
+"""Integration tests: real guests under QEMU, real modules, real workloads.
+
+Nothing here is faked: images are built with debootstrap from Debian's
+mirror (cached after the first run), kernels boot, modules load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from harness import kernel_image
+from harness.errors import SSHError
+from harness.keys import load_private, load_public
+from harness.ssh import GuestSSH
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def only_run_dir(results: Path) -> Path:
+    dirs = [d for d in results.iterdir() if d.is_dir() and not d.is_symlink()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def tree_digest(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def qemu_processes(marker: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and marker in cmdline:
+            found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
+def test_default_run_end_to_end(tmp_path: Path):
+    """The README's run: a 6.1 guest kernel, the module loaded, every workload passing."""
+    r = run_cli("run", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = only_run_dir(tmp_path)
+    data = json.loads((run_dir / "results.json").read_text())
+    assert data["schema"] == 1 and data["status"] == "pass"
+    (guest,) = data["guests"]
+    assert guest["name"] == "debian-bookworm"
+    assert guest["kernel_release"].startswith("6.1.") and "cloud-amd64" in guest["kernel_release"]
+    assert guest["kernel_release"] != platform.release()
+    assert guest["accel"] in ("tcg", "kvm") and guest["accel_reason"]
+    drivers = guest["drivers"]
+    assert drivers and all(d["loaded"] for d in drivers)
+    assert all(w["status"] == "pass" for d in drivers for w in d["workloads"])
+    assert all(d["taint"] & 4096 for d in drivers)  # O: an out-of-tree module was loaded
+    gdir = run_dir / guest["dir"]
+    assert "Linux version 6.1." in (gdir / "console.log").read_text()
+    assert "mmap-harness: loading mmap_remap" in (gdir / "dmesg.txt").read_text()
+    assert (gdir / "src" / "mmap_remap" / "mmap_remap.c").is_file()
+    assert (gdir / "build" / "logs" / "mmap_remap.log").is_file()
+    assert (run_dir / "junit.xml").is_file()
+    assert "PASS" in r.stdout and "boot-to-SSH" in r.stdout
+
+    again = run_cli("run", "--results", str(tmp_path / "second"))
+    assert again.returncode == 0, again.stderr
+    second = json.loads((only_run_dir(tmp_path / "second") / "results.json").read_text())
+    assert second["guests"][0]["timings"]["image_s"] < 1.0
+
+
+def test_trixie_reports_its_612_kernel(tmp_path: Path):
+    r = run_cli("run", "--guest", "debian-trixie", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
+    guest = data["guests"][0]
+    assert guest["kernel_release"].startswith("6.12.")
+    assert "gcc-14" in guest["kernel_compiler"] and "14." in guest["compiler"]
+
+
+def test_full_flavour_boots_systemd_from_disk(tmp_path: Path):
+    r = run_cli("run", "--flavour", "full", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = only_run_dir(tmp_path)
+    guest = json.loads((run_dir / "results.json").read_text())["guests"][0]
+    assert guest["flavour"] == "full" and guest["status"] == "pass"
+    assert "systemd" in (run_dir / guest["dir"] / "console.log").read_text()
+
+
+def test_kernel_is_booted_directly_when_it_has_a_pvh_note(guest_image):
+    image = guest_image("debian-bookworm")
+    assert image.kernel.name == "vmlinux"
+    assert kernel_image.has_pvh_entry(image.kernel.read_bytes())
+
+
+def test_guest_runs_commands_and_copies_files(boot_guest, tmp_path: Path):
+    with boot_guest("debian-bookworm") as guest:
+        ssh = guest.ssh
+        local = tmp_path / "payload"
+        local.write_bytes(os.urandom(100_000))
+        ssh.put(local, "/tmp/payload")
+        r = ssh.run(["sha256sum", "/tmp/payload"], check=True)
+        assert r.stdout.split()[0] == hashlib.sha256(local.read_bytes()).hexdigest()
+        ssh.get("/tmp/payload", tmp_path / "back")
+        assert (tmp_path / "back").read_bytes() == local.read_bytes()
+        failing = ssh.run(["sh", "-c", "echo oops >&2; exit 3"])
+        assert (failing.exit_status, failing.stderr) == (3, "oops\n")
+
+
+def test_a_different_host_key_is_refused(boot_guest, tmp_path: Path):
+    with boot_guest("debian-bookworm") as guest:
+        port = guest.machine.ssh_port()
+        client = load_private(guest.image.root.client_key)
+        stranger = paramiko.Ed25519Key.from_private_key_file(str(guest.image.root.client_key))
+        with pytest.raises(SSHError, match="refusing to connect"):
+            GuestSSH.connect(port, stranger, client)  # any key but the guest's own
+        assert GuestSSH.connect(port, load_public(guest.image.root.host_key_pub), client).run(["true"]).ok
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path,
+                                                             guest_image):
+    image = guest_image("debian-bookworm")
+    before = tree_digest(image.dir)
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--results",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    marker = f"mmap-harness-debian-bookworm-{proc.pid}"
+    deadline = time.monotonic() + 120
+    while not qemu_processes(marker):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "QEMU never started"
+        time.sleep(0.1)
+    time.sleep(1.0)  # let the guest get into its boot
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while qemu_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert qemu_processes(marker) == []
+    assert tree_digest(image.dir) == before
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "QEMU stopped" in err
+        data = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
+        assert data["status"] == "fail"
+        assert data["guests"][0]["error"].startswith("interrupted")
+        console = only_run_dir(tmp_path) / "debian-bookworm-tiny" / "console.log"
+        assert console.stat().st_size > 0

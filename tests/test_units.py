@@ -1,0 +1,132 @@
+"""Unit tests of pure logic: initramfs pieces, QEMU command line, results, verdicts."""
+
+import io
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness import results, workloads
+from harness.initramfs import CpioWriter, module_load_order
+from harness.qemu import MachineSpec, command_line
+
+MODULES_DEP = """\
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/net/core/failover.ko:
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/drivers/net/virtio_net.ko.xz: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/char/hw_random/virtio-rng.ko: kernel/drivers/virtio/virtio.ko
+"""
+
+
+def test_module_order_puts_dependencies_first():
+    order = module_load_order(MODULES_DEP, ["virtio_pci", "virtio_net", "virtio_rng"])
+    assert order.index("kernel/drivers/virtio/virtio.ko") < order.index(
+        "kernel/drivers/virtio/virtio_pci.ko")
+    assert order.index("kernel/net/core/failover.ko") < order.index(
+        "kernel/drivers/net/net_failover.ko")
+    assert order[-1] == "kernel/drivers/char/hw_random/virtio-rng.ko"
+    assert len(order) == len(set(order)) == 7
+
+
+def test_builtin_modules_need_no_loading():
+    builtin = "kernel/drivers/virtio/virtio.ko\nkernel/drivers/virtio/virtio_pci.ko\n"
+    order = module_load_order(MODULES_DEP, ["virtio_pci", "virtio_rng"], builtin)
+    assert order == ["kernel/drivers/char/hw_random/virtio-rng.ko"]
+
+
+def test_cpio_is_read_by_gnu_cpio(tmp_path: Path):
+    buf = io.BytesIO()
+    w = CpioWriter(buf)
+    w.directory("/etc")
+    w.file("/etc/hello", b"hi there\n", 0o600)
+    w.symlink("/init", "/usr/bin/busybox")
+    w.close()
+    archive = tmp_path / "a.cpio"
+    archive.write_bytes(buf.getvalue())
+    listing = subprocess.run(["cpio", "-itv"], stdin=archive.open("rb"), capture_output=True,
+                             text=True, check=True).stdout
+    assert "etc/hello" in listing and "-rw-------" in listing
+    assert "init -> /usr/bin/busybox" in listing
+    assert len(buf.getvalue()) % 4 == 0
+
+
+def test_qemu_command_line_is_safe_and_complete(tmp_path: Path):
+    spec = MachineSpec(name="x", kernel=Path("/k"), initrd=Path("/i"),
+                       kernel_args=["console=ttyS0", "panic=-1"], accel="tcg",
+                       disk=Path("/d.img"))
+    argv = command_line(spec, tmp_path / "qmp.sock")
+    joined = " ".join(argv)
+    assert "hostfwd=tcp:127.0.0.1:0-:22" in joined          # loopback only, port from the kernel
+    assert "file=/d.img,format=raw,if=virtio,snapshot=on" in joined  # base image never written
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"
+    assert "-no-reboot" in argv and f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off" in argv
+
+
+def test_kvm_command_line():
+    spec = MachineSpec(name="x", kernel=Path("/k"), initrd=Path("/i"), kernel_args=[],
+                       accel="kvm", cpus=1)
+    argv = command_line(spec, Path("/q"))
+    assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+def test_taint_flags_decode_out_of_tree_unsigned():
+    assert results.taint_flags(4096 | 8192) == ["O", "E"]
+    assert results.taint_flags(0) == []
+    assert results.taint_flags(1 << 9) == ["W"]
+
+
+def test_workload_verdicts():
+    ok = workloads.verdict("p", 0, 'noise\n{"ok": true, "rate": 3}\n', "", 0.5)
+    assert (ok.status, ok.metrics) == ("pass", {"rate": 3})
+    bad = workloads.verdict("p", 1, '{"ok": false, "error": "word 7 differs"}\n', "", 0.1)
+    assert (bad.status, bad.message) == ("fail", "word 7 differs")
+    flagged = workloads.verdict("p", 0, '{"ok": false}\n', "", 0.1)
+    assert flagged.status == "fail"
+    crashed = workloads.verdict("p", -1, "", "Segmentation fault\n", 0.1)
+    assert crashed.status == "fail" and "signal" in crashed.message
+
+
+def _sample_run() -> results.RunResult:
+    run = results.RunResult("r1", "2026-01-01T00:00:00+00:00", {"hostname": "h"})
+    g = results.GuestResult("debian-bookworm", "tiny", "debian-bookworm-tiny",
+                            kernel_release="6.1.0-x", accel="tcg", accel_reason="why")
+    d = results.DriverResult("mmap_remap", loaded=True, taint=12288, taint_flags=["O", "E"])
+    d.workloads = [results.WorkloadResult("pattern", "pass", {"ratio": 1.5}),
+                   results.WorkloadResult("other", "kernel-crash", {}, "Oops")]
+    g.drivers.append(d)
+    g.settle()
+    run.guests.append(g)
+    run.settle()
+    return run
+
+
+def test_results_json_keeps_the_documented_names(tmp_path: Path):
+    run = _sample_run()
+    results.write_json(run, tmp_path / "results.json")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["schema"] == 1 and data["status"] == "fail"
+    assert {"run_id", "started", "host", "guests"} <= set(data)
+    g = data["guests"][0]
+    assert {"name", "kernel_release", "accel", "accel_reason", "timings", "drivers"} <= set(g)
+    assert set(g["timings"]) >= {"image_s", "boot_to_ssh_s", "build_s", "load_s",
+                                 "workloads_s", "shutdown_s"}
+    w = g["drivers"][0]["workloads"][1]
+    assert {"name", "status", "metrics", "message"} <= set(w)
+    assert g["drivers"][0]["taint"] == 12288
+
+
+def test_junit_counts_failures(tmp_path: Path):
+    results.write_junit(_sample_run(), tmp_path / "junit.xml")
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "4" and suite.get("failures") == "1"
+    failure = suite.find(".//testcase[@name='other']/failure")
+    assert failure is not None and "Oops" in failure.text
+
+
+def test_table_shows_status_and_timings():
+    text = results.table(_sample_run())
+    assert "kernel-crash" in text and "boot-to-SSH" in text and "FAIL" in text
