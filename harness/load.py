@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .ssh import GuestSSH
 
+LOG_BUFFER_BYTES = 1 << 22
+
 
 def mark(ssh: GuestSSH, text: str) -> None:
     """Write a line into the guest's kernel log, so dmesg shows where we were."""
@@ -30,4 +32,5 @@ def taint(ssh: GuestSSH) -> int:
 
 
 def dmesg(ssh: GuestSSH) -> str:
-    return ssh.run(["dmesg"], timeout=60).stdout
+    # busybox reads 16 KiB by default: ask for more than any log buffer holds.
+    return ssh.run(["dmesg", "-s", str(LOG_BUFFER_BYTES)], timeout=60).stdout
