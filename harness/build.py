@@ -64,16 +64,22 @@ class Builder:
         shutil.copyfile(work / f"{name}.ko", ko)
         return ko
 
-    def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False) -> Path:
+    def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
+                 include_dirs: list[Path] | None = None) -> Path:
         """Compile one C workload statically (with -m32 for compat processes)."""
         assert self.scratch is not None
         name = source.stem + ("-m32" if m32 else "")
         work = self.scratch / f"{name}.c"
         shutil.copyfile(source, work)
+        includes = []
+        for i, d in enumerate(include_dirs or []):
+            inside = self.scratch / f"include-{name}-{i}"
+            shutil.copytree(d, inside, ignore=shutil.ignore_patterns("*.c"))
+            includes.append(f"-I{self._inside(inside)}")
         exe = self.scratch / name
         flags = ["-m32"] if m32 else []
         self._run(f"workload {name}",
-                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", "-o",
+                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", *includes, "-o",
                    self._inside(exe), self._inside(work)], log)
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(exe, out_dir / name)

@@ -13,11 +13,23 @@ DRIVERS_DIR = Path(__file__).resolve().parent.parent / "drivers"
 LINUX_DIR = DRIVERS_DIR / "linux"
 TEMPLATES_DIR = LINUX_DIR / "templates"
 WORKLOADS_DIR = DRIVERS_DIR / "workloads"
+INCLUDE_DIR = DRIVERS_DIR / "include"
 PAGE_SIZE = 4096
 MAX_ORDER = 10          # alloc_pages() cannot do more on x86-64 (MAX_ORDER 11)
 _C_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")
 # Goes into a C string literal and MODULE_DESCRIPTION: no quotes, no escapes.
 _SAFE_TEXT = re.compile(r"^[A-Za-z0-9 ,.;:()_/+=-]{1,120}$")
+
+
+# Template-specific integer parameters: name -> (lowest, highest, default).
+TEMPLATE_PARAMS: dict[str, dict[str, tuple[int, int, int]]] = {
+    "remap": {},
+    "fault": {},
+    "umem": {},
+    "dmabuf": {"max_buffer_pages": (1, 1024, 64), "max_buffers": (1, 256, 16)},
+}
+# Templates whose layout needs a minimum area (remap: four regions).
+MIN_ORDER = {"remap": 2, "umem": 1}
 
 
 @dataclass(frozen=True)
@@ -27,11 +39,23 @@ class DriverSpec:
     description: str
     order: int = 8
     workloads: list[str] = field(default_factory=list)
+    # Built with -m32 and run as NAME-m32: the compat (ILP32) view of the driver.
+    workloads_m32: list[str] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)
     source: str = ""    # the spec's file name, filled in by load_spec
 
     @property
-    def area_bytes(self) -> int:
-        return PAGE_SIZE << self.order
+    def device(self) -> str:
+        return f"/dev/{self.name}"
+
+    def all_params(self) -> dict[str, int]:
+        """The template's parameters with defaults filled in."""
+        declared = TEMPLATE_PARAMS.get(self.template, {})
+        return {k: self.params.get(k, default) for k, (_lo, _hi, default) in declared.items()}
+
+    def executables(self) -> list[str]:
+        """Workload programs in run order; compat ones carry a -m32 suffix."""
+        return [*self.workloads, *(f"{w}-m32" for w in self.workloads_m32)]
 
     @property
     def device(self) -> str:
@@ -57,11 +81,22 @@ def validate(spec: DriverSpec, where: str) -> None:
     if not _SAFE_TEXT.match(spec.description):
         raise ConfigError(f"{where}: description must be 1-120 plain characters "
                           "(letters, digits, spaces and ,.;:()_/+=-)")
-    if not 0 <= spec.order <= MAX_ORDER:
-        raise ConfigError(f"{where}: order must be 0..{MAX_ORDER} (2^order pages)")
-    for w in spec.workloads:
+    if not MIN_ORDER.get(spec.template, 0) <= spec.order <= MAX_ORDER:
+        raise ConfigError(f"{where}: order must be {MIN_ORDER.get(spec.template, 0)}.."
+                          f"{MAX_ORDER} (2^order pages) for template {spec.template}")
+    if not spec.workloads and not spec.workloads_m32:
+        raise ConfigError(f"{where}: a driver needs at least one workload")
+    for w in [*spec.workloads, *spec.workloads_m32]:
         if not _C_IDENT.match(w) or not (WORKLOADS_DIR / f"{w}.c").is_file():
             raise ConfigError(f"{where}: no workload {w!r} in {WORKLOADS_DIR}")
+    declared = TEMPLATE_PARAMS.get(spec.template, {})
+    for key, value in spec.params.items():
+        if key not in declared:
+            raise ConfigError(f"{where}: template {spec.template} takes no parameter {key!r}",
+                              hint=f"it takes: {', '.join(declared) or 'none'}")
+        low, high, _ = declared[key]
+        if not low <= value <= high:
+            raise ConfigError(f"{where}: params.{key} must be {low}..{high}")
 
 
 def all_specs() -> list[DriverSpec]:

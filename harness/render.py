@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import jinja2
 
-from .drivers import TEMPLATES_DIR, DriverSpec
+from .drivers import INCLUDE_DIR, TEMPLATES_DIR, DriverSpec
 
 
 def _environment() -> jinja2.Environment:
@@ -21,6 +22,8 @@ def render(spec: DriverSpec, out_dir: Path) -> Path:
     target = out_dir / spec.name
     target.mkdir(parents=True, exist_ok=True)
     (target / f"{spec.name}.c").write_text(
-        env.get_template(f"{spec.template}.c.j2").render(spec=spec))
+        env.get_template(f"{spec.template}.c.j2").render(spec=spec, params=spec.all_params()))
     (target / "Kbuild").write_text(env.get_template("Kbuild.j2").render(spec=spec))
+    for header in INCLUDE_DIR.glob("*.h"):
+        shutil.copyfile(header, target / header.name)
     return target

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import accel, images, load, results, workloads
+from . import accel, checks, images, load, results, workloads
 from .build import Builder
 from .cache import Cache
-from .drivers import WORKLOADS_DIR, DriverSpec
+from .drivers import INCLUDE_DIR, WORKLOADS_DIR, DriverSpec
 from .errors import HarnessError, Interrupted
 from .guests import Flavour, GuestDefinition
 from .guest import Guest
@@ -32,6 +32,9 @@ from .qemu import qemu_version
 from .render import render
 from .results import DriverResult, GuestResult, RunResult
 from .ssh import GuestSSH
+
+
+HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
 
 
 @dataclass(frozen=True)
@@ -188,13 +191,18 @@ class GuestRun:
         start = time.monotonic()
         art = Artifacts()
         out, logs = self.dir / "build", self.dir / "build" / "logs"
+        includes = [WORKLOADS_DIR, INCLUDE_DIR]
+        wanted = {(HOLDER, False)}
+        for d in self.opts.drivers:
+            wanted |= {(w, False) for w in d.workloads} | {(w, True) for w in d.workloads_m32}
         with Builder(image.root, cancel) as b:
             for spec in self.opts.drivers:
                 art.modules[spec.name] = b.module(sources[spec.name], spec.name, out,
                                                   logs / f"{spec.name}.log")
-            for name in sorted({w for d in self.opts.drivers for w in d.workloads}):
-                art.workloads[name] = b.workload(WORKLOADS_DIR / f"{name}.c", out,
-                                                 logs / f"{name}.log")
+            for name, m32 in sorted(wanted):
+                exe = b.workload(WORKLOADS_DIR / f"{name}.c", out,
+                                 logs / f"{name}{'-m32' if m32 else ''}.log", m32, includes)
+                art.workloads[exe.name] = exe
         art.seconds = time.monotonic() - start
         self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
                  f"in {art.seconds:.1f}s with {self.result.compiler}")
@@ -209,11 +217,13 @@ class GuestRun:
             self.result.drivers.append(self._driver(ssh, spec))
 
     def _driver(self, ssh: GuestSSH, spec: DriverSpec) -> DriverResult:
+        """insmod, workloads, the harness's own checks, rmmod: one driver's life."""
         d = DriverResult(spec.name)
-        t = self.timeouts
+        t, remote = self.timeouts, workloads.REMOTE_DIR
         start = time.monotonic()
+        free_before = checks.free_kib(ssh)
         load.mark(ssh, f"loading {spec.name}")
-        d.error = load.insmod(ssh, f"{workloads.REMOTE_DIR}/{spec.name}.ko", [], t.command)
+        d.error = load.insmod(ssh, f"{remote}/{spec.name}.ko", [], t.command)
         if not d.error and not load.has_char_device(ssh, spec.device):
             d.error = f"{spec.device} did not appear after insmod"
         d.loaded = not d.error
@@ -222,20 +232,28 @@ class GuestRun:
         if not d.loaded:
             return d
         wstart = time.monotonic()
-        for name in spec.workloads:
-            argv = [f"{workloads.REMOTE_DIR}/{name}", spec.device, str(spec.area_bytes)]
-            w, output = workloads.run(ssh, name, argv, t.workload)
+        for name in spec.executables():
+            w, output = workloads.run(ssh, name, [f"{remote}/{name}", spec.device], t.workload)
             (self.dir / "workloads").mkdir(exist_ok=True)
             (self.dir / "workloads" / f"{spec.name}.{name}.out").write_text(output)
-            d.workloads.append(w)
-            self.say("run", f"{spec.name}/{name}: {w.status} {w.message}".rstrip())
+            self._record(d, w)
+        self._record(d, checks.counters_settled(ssh, spec.name))
+        self._record(d, checks.rmmod_refused_while_mapped(ssh, f"{remote}/{HOLDER}",
+                                                          spec.device, spec.name))
         self.result.timings.workloads_s += round(time.monotonic() - wstart, 3)
         start = time.monotonic()
         d.error = load.rmmod(ssh, spec.name, t.command)
         d.taint = load.taint(ssh)
         d.taint_flags = results.taint_flags(d.taint)
+        if not d.error:
+            self._record(d, checks.unload_report(load.dmesg(ssh), spec.name))
+            self._record(d, checks.free_memory_back(free_before, checks.free_kib(ssh)))
         self.result.timings.load_s += round(time.monotonic() - start, 3)
         return d
+
+    def _record(self, d: DriverResult, w: workloads.WorkloadResult) -> None:
+        d.workloads.append(w)
+        self.say("run", f"{d.name}/{w.name}: {w.status} {w.message}".rstrip())
 
     def _save_dmesg(self, ssh: GuestSSH) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from .errors import CommandTimeout
-from .results import ERROR, FAIL, PASS, WorkloadResult
+from .results import ERROR, FAIL, PASS, WorkloadResult  # noqa: F401 (re-exported)
 from .ssh import GuestSSH
 
 REMOTE_DIR = "/tmp/mmap-harness"

@@ -3,18 +3,10 @@
  * pattern: write a pattern through a device mapping, read it back, and time
  * both against anonymous memory of the same size in the same run.
  *
- * usage: pattern DEVICE BYTES
+ * usage: pattern DEVICE  (maps the driver's area_bytes at offset 0)
  * Prints one JSON object; exits 0 when every word read back is right.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
+#include "mh_workload.h"
 
 #define PASSES	8
 #define SEED	0x9e3779b97f4a7c15ULL
@@ -25,14 +17,6 @@ struct timing {
 	double read_mib_s;
 	size_t bad_words;
 };
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static uint64_t word(size_t i, unsigned int pass)
 {
@@ -49,16 +33,16 @@ static struct timing exercise(volatile uint64_t *buf, size_t bytes)
 	size_t i;
 
 	for (pass = 0; pass < PASSES; pass++) {
-		t = now();
+		t = mh_now();
 		for (i = 0; i < words; i++)
 			buf[i] = word(i, pass);
-		wt += now() - t;
+		wt += mh_now() - t;
 
-		t = now();
+		t = mh_now();
 		for (i = 0; i < words; i++)
 			if (buf[i] != word(i, pass))
 				r.bad_words++;
-		rt += now() - t;
+		rt += mh_now() - t;
 	}
 	r.write_mib_s = PASSES * bytes / MIB / wt;
 	r.read_mib_s = PASSES * bytes / MIB / rt;
@@ -74,13 +58,15 @@ static int fail(const char *what, int err)
 int main(int argc, char **argv)
 {
 	struct timing dev, anon;
-	size_t bytes;
+	long bytes;
 	void *map, *mem;
 	int fd;
 
-	if (argc != 3)
-		return fail("usage: pattern DEVICE BYTES", EINVAL);
-	bytes = strtoul(argv[2], NULL, 0);
+	if (argc != 2)
+		return fail("usage: pattern DEVICE", EINVAL);
+	bytes = mh_param(argv[1], "area_bytes");
+	if (bytes <= 0)
+		return fail("area_bytes parameter", ENOENT);
 
 	fd = open(argv[1], O_RDWR);
 	if (fd < 0)
@@ -95,7 +81,7 @@ int main(int argc, char **argv)
 	dev = exercise(map, bytes);
 	anon = exercise(mem, bytes);
 
-	printf("{\"ok\": %s, \"bytes\": %zu, \"passes\": %d, \"bad_words\": %zu, "
+	printf("{\"ok\": %s, \"bytes\": %ld, \"passes\": %d, \"bad_words\": %zu, "
 	       "\"device_write_mib_s\": %.1f, \"device_read_mib_s\": %.1f, "
 	       "\"anon_write_mib_s\": %.1f, \"anon_read_mib_s\": %.1f, "
 	       "\"write_ratio_device_vs_anon\": %.3f, \"read_ratio_device_vs_anon\": %.3f}\n",

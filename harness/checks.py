@@ -1,0 +1,93 @@
+"""Checks the harness makes of every driver around its workloads.
+
+- no leak: with no process using the device, the driver holds only the pages it
+  keeps by design (live_pages == resident_pages), reports 0 pages at unload,
+  and the guest's free memory comes back within a tolerance;
+- busy: rmmod is refused while a process still maps the device.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from .results import FAIL, PASS, WorkloadResult
+from .ssh import GuestSSH
+
+PAGE_SIZE = 4096
+# Free-memory noise of an idle tiny guest across one driver (slab, SSH sessions).
+FREE_TOLERANCE_KIB = 2048
+HOLD_READY_TIMEOUT = 30.0
+
+
+def free_kib(ssh: GuestSSH) -> int:
+    meminfo = ssh.run(["cat", "/proc/meminfo"], timeout=30, check=True).stdout
+    m = re.search(r"^MemFree:\s+(\d+) kB", meminfo, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def module_counter(ssh: GuestSSH, module: str, name: str) -> int | None:
+    r = ssh.run(["cat", f"/sys/module/{module}/parameters/{name}"], timeout=30)
+    return int(r.stdout) if r.ok and r.stdout.strip().lstrip("-").isdigit() else None
+
+
+def counters_settled(ssh: GuestSSH, module: str) -> WorkloadResult:
+    """live_pages == resident_pages once every workload process has exited."""
+    start = time.monotonic()
+    live = module_counter(ssh, module, "live_pages")
+    resident = module_counter(ssh, module, "resident_pages")
+    metrics = {"live_pages": live, "resident_pages": resident}
+    if live is None or resident is None:
+        return WorkloadResult("harness:counters", FAIL, metrics,
+                              "the driver exports no live_pages/resident_pages counters",
+                              time.monotonic() - start)
+    ok = live == resident
+    message = "" if ok else f"{live - resident} page(s) still allocated after every process exited"
+    return WorkloadResult("harness:counters", PASS if ok else FAIL, metrics, message,
+                          time.monotonic() - start)
+
+
+def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
+                               module: str) -> WorkloadResult:
+    """Start `holder` (maps the device, then sleeps); rmmod must fail until it is gone."""
+    start = time.monotonic()
+    script = ('"$1" "$2" > /tmp/mmap-harness/hold.out 2>&1 & echo $!; '
+              'i=0; while [ $i -lt 300 ] && ! grep -q holding /tmp/mmap-harness/hold.out; '
+              'do i=$((i+1)); sleep 0.1; done; grep -q holding /tmp/mmap-harness/hold.out')
+    started = ssh.run(["sh", "-c", script, "hold", holder, device], timeout=HOLD_READY_TIMEOUT)
+    pid = started.stdout.split()[0] if started.stdout.split() else ""
+    if not started.ok or not pid.isdigit():
+        if pid.isdigit():
+            ssh.run(["kill", "-9", pid], timeout=30)
+        return WorkloadResult("harness:rmmod-busy", FAIL, {},
+                              f"the holder could not map {device}: {started.stdout.strip()}",
+                              time.monotonic() - start)
+    refused = ssh.run(["rmmod", module], timeout=30)
+    ssh.run(["sh", "-c", 'kill -9 "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done',
+             "reap", pid], timeout=30)
+    ok = not refused.ok
+    message = "" if ok else "rmmod succeeded while a process still mapped the device"
+    return WorkloadResult("harness:rmmod-busy", PASS if ok else FAIL,
+                          {"rmmod_error": refused.stderr.strip()}, message,
+                          time.monotonic() - start)
+
+
+def unload_report(dmesg_text: str, module: str) -> WorkloadResult:
+    """The driver's own unload line must say 0 pages are still allocated."""
+    found = re.findall(rf"{re.escape(module)}: unloaded, (-?\d+) pages still allocated",
+                       dmesg_text)
+    if not found:
+        return WorkloadResult("harness:unload", FAIL, {}, "no unload report in dmesg")
+    left = int(found[-1])
+    return WorkloadResult("harness:unload", PASS if left == 0 else FAIL,
+                          {"pages_still_allocated": left},
+                          "" if left == 0 else f"{left} page(s) leaked at unload")
+
+
+def free_memory_back(before_kib: int, after_kib: int) -> WorkloadResult:
+    lost = before_kib - after_kib
+    ok = lost <= FREE_TOLERANCE_KIB
+    return WorkloadResult("harness:free-memory", PASS if ok else FAIL,
+                          {"free_before_kib": before_kib, "free_after_kib": after_kib,
+                           "lost_kib": lost, "tolerance_kib": FREE_TOLERANCE_KIB},
+                          "" if ok else f"{lost} KiB of free memory did not come back")
