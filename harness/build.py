@@ -64,6 +64,36 @@ class Builder:
         shutil.copyfile(work / f"{name}.ko", ko)
         return ko
 
+    def external_module(self, src: Path, make_args: list[str], out_dir: Path,
+                        log: Path) -> Path:
+        """Build someone else's module with its own Makefile (or plain Kbuild).
+
+        The kernel build directory is passed the usual ways; a Makefile that
+        says `KDIR ?= /lib/modules/$(shell uname -r)/build` would otherwise
+        find the host's kernel, not the guest's.
+        """
+        assert self.scratch is not None
+        work = self.scratch / src.name
+        shutil.copytree(src, work, symlinks=True,
+                        ignore=shutil.ignore_patterns("*.ko", "*.o", ".*.cmd"))
+        kdir = f"/lib/modules/{self.root.kernel_release}/build"
+        inside = self._inside(work)
+        if any((work / f).is_file() for f in ("Makefile", "makefile")):
+            cmd = ["make", "-C", inside, f"KERNEL_SRC={kdir}", f"KDIR={kdir}",
+                   f"KERNELDIR={kdir}", *make_args]
+        else:
+            cmd = ["make", "-C", kdir, f"M={inside}", "modules", *make_args]
+        self._run(f"the module in {src}", cmd, log)
+        built = sorted(work.rglob("*.ko"))
+        if len(built) != 1:
+            names = ", ".join(p.name for p in built) or "none"
+            raise BuildError(f"the module in {src}",
+                             f"expected the build to produce one .ko, found: {names}", str(log))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ko = out_dir / built[0].name
+        shutil.copyfile(built[0], ko)
+        return ko
+
     def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
                  include_dirs: list[Path] | None = None) -> Path:
         """Compile one C workload statically (with -m32 for compat processes)."""

@@ -84,6 +84,22 @@ def unload_report(dmesg_text: str, module: str) -> WorkloadResult:
                           "" if left == 0 else f"{left} page(s) leaked at unload")
 
 
+# What a kernel prints when something went wrong; issue-level detail is the
+# console watcher's job, this is the per-driver verdict on dmesg.
+KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|general protection fault|Kernel panic|"
+                            r"KASAN|KFENCE|UBSAN|kernel BUG|Call Trace:")
+
+
+def kernel_log_clean(dmesg_text: str, since: str) -> WorkloadResult:
+    """No warning, BUG or oops in the kernel log after the line `since`."""
+    at = dmesg_text.rfind(since)
+    tail = dmesg_text[at:] if at >= 0 else dmesg_text
+    bad = [line for line in tail.splitlines() if KERNEL_TROUBLE.search(line)]
+    return WorkloadResult("harness:dmesg-clean", FAIL if bad else PASS,
+                          {"trouble_lines": len(bad)},
+                          "; ".join(bad[:3]) if bad else "")
+
+
 def free_memory_back(before_kib: int, after_kib: int) -> WorkloadResult:
     lost = before_kib - after_kib
     ok = lost <= FREE_TOLERANCE_KIB

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from . import drivers, guests, images, session
+from . import drivers, guests, images, plan, session
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
 from .guests import Flavour
@@ -47,6 +47,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="driver spec name from drivers/linux/ (repeatable; default: all)")
     run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                      help="extra guest kernel command-line argument (repeatable)")
+    run.add_argument("--no-debug-boot", action="store_true",
+                     help="boot without slub_debug, page poisoning, panic_on_warn "
+                          "(performance runs)")
+    run.add_argument("--workload", action="append", default=[], type=Path, metavar="FILE.c",
+                     help="extra workload, built static and run after each driver's own "
+                          "(argument: the driver's device)")
+    byo = run.add_argument_group("bring your own driver")
+    byo.add_argument("--driver-dir", type=Path, metavar="DIR",
+                     help="an out-of-tree module's source directory, built with its Makefile")
+    byo.add_argument("--module-param", action="append", default=[], metavar="KEY=VALUE",
+                     help="parameter for insmod of --driver-dir's module (repeatable)")
+    byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE",
+                     help="extra make variable for --driver-dir (repeatable)")
+    byo.add_argument("--device", metavar="/dev/NAME",
+                     help="device node the --driver-dir module creates: checked after "
+                          "insmod and given to each workload")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
 
@@ -68,7 +84,9 @@ def _guests(names: list[str] | None) -> list[guests.GuestDefinition]:
     return [guests.find(n) for n in names]
 
 
-def _drivers(names: list[str] | None) -> list[drivers.DriverSpec]:
+def _specs(names: list[str] | None, default_all: bool) -> list[drivers.DriverSpec]:
+    if not names and not default_all:
+        return []
     specs = drivers.all_specs()
     if not names:
         return specs
@@ -80,15 +98,33 @@ def _drivers(names: list[str] | None) -> list[drivers.DriverSpec]:
     return [by_name[n] for n in names]
 
 
+def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
+    """--driver-dir alone runs only that module; otherwise the harness's drivers."""
+    extra = plan.extra_workloads(args.workload)
+    byo = args.driver_dir is not None
+    if not byo and (args.module_param or args.make_arg or args.device):
+        raise ConfigError("--module-param, --make-arg and --device go with --driver-dir",
+                          hint="add --driver-dir DIR, or drop those options")
+    plans = [plan.template_plan(s, extra) for s in _specs(args.driver, default_all=not byo)]
+    if byo:
+        if not extra:
+            raise ConfigError("--driver-dir needs at least one --workload FILE.c to run",
+                              hint="add --workload path/to/test.c (pass = exit status 0)")
+        ext = plan.external_driver(args.driver_dir, args.module_param, args.make_arg,
+                                   args.device)
+        plans.append(plan.external_plan(ext, extra))
+    return plans
+
+
 def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if args.timeout_scale <= 0:
         raise ConfigError("--timeout-scale must be positive",
                           hint="use a factor such as 2 on a slow host")
     opts = session.RunOptions(
-        guests=_guests(args.guest), drivers=_drivers(args.driver),
+        guests=_guests(args.guest), drivers=_plans(args),
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
-        kernel_args=args.kernel_arg,
+        kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
         timeouts=session.Timeouts(scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))

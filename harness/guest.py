@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import BootError, SSHError
@@ -44,13 +45,18 @@ class Guest:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_ssh(self, timeout: float) -> GuestSSH:
-        """Wait for the guest's sshd and log in; BootError if it never answers."""
+    def wait_ssh(self, timeout: float,
+                 abandon: Callable[[], bool] = lambda: False) -> GuestSSH:
+        """Wait for the guest's sshd and log in; BootError if it never answers.
+
+        `abandon` returning True stops the wait early (the caller already
+        knows the guest is not needed, e.g. the build failed).
+        """
         port = self.machine.ssh_port()
         try:
             self.ssh = GuestSSH.wait(port, load_public(self.image.root.host_key_pub),
-                                     load_private(self.image.root.client_key),
-                                     timeout, self.machine.alive)
+                                     load_private(self.image.root.client_key), timeout,
+                                     lambda: self.machine.alive() and not abandon())
         except SSHError as e:
             assert self.machine.console is not None
             raise BootError(f"{self.image.definition.name} did not come up: {e.message}",

@@ -23,9 +23,10 @@ from pathlib import Path
 from . import accel, checks, images, load, results, workloads
 from .build import Builder
 from .cache import Cache
-from .drivers import INCLUDE_DIR, WORKLOADS_DIR, DriverSpec
-from .errors import HarnessError, Interrupted
+from .drivers import INCLUDE_DIR, WORKLOADS_DIR
+from .errors import BootError, HarnessError, Interrupted
 from .guests import Flavour, GuestDefinition
+from .plan import DriverPlan, Workload
 from .guest import Guest
 from .progress import Progress
 from .qemu import qemu_version
@@ -59,23 +60,32 @@ class Timeouts:
         return self.workload_s * self.scale
 
 
+# Misuse of memory must crash loudly instead of passing by luck.
+DEBUG_KERNEL_ARGS = ["slub_debug=FZPU", "page_poison=1", "init_on_free=1",
+                     "panic_on_warn=1", "oops=panic"]
+
+
 @dataclass(frozen=True)
 class RunOptions:
     guests: list[GuestDefinition]
-    drivers: list[DriverSpec]
+    drivers: list[DriverPlan]
     flavour: Flavour = Flavour.TINY
     results_root: Path = Path("results")
     cache_dir: Path = Path("cache")
     accel: str = "auto"
     kernel_args: list[str] = field(default_factory=list)
+    debug_boot: bool = True
     timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def guest_kernel_args(self) -> list[str]:
+        return (DEBUG_KERNEL_ARGS if self.debug_boot else []) + self.kernel_args
 
 
 @dataclass
 class Artifacts:
     """What the build stage made for one guest."""
 
-    modules: dict[str, Path] = field(default_factory=dict)
+    modules: dict[str, Path] = field(default_factory=dict)   # plan key -> .ko
     workloads: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -160,16 +170,23 @@ class GuestRun:
         g.accel, g.accel_reason = choice.accel, choice.reason
         g.cpu_model = self.definition.qemu.cpu_model
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
-        sources = {d.name: render(d, self.dir / "src") for d in self.opts.drivers}
+        sources = {p.key: render(p.spec, self.dir / "src")
+                   for p in self.opts.drivers if p.spec is not None}
         cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
             guest = Guest(image, choice.accel, Path(tmp), self.dir / "console.log",
-                          self.opts.kernel_args)
+                          self.opts.guest_kernel_args())
             try:
                 with guest:
                     built = pool.submit(self._build, image, sources, cancel)
-                    ssh = guest.wait_ssh(self.timeouts.boot)
+                    try:
+                        ssh = guest.wait_ssh(self.timeouts.boot, abandon=lambda: (
+                            built.done() and built.exception() is not None))
+                    except BootError:
+                        if built.done() and built.exception() is not None:
+                            raise built.exception() from None  # the real cause
+                        raise
                     g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
                     g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
                                                check=True).stdout.strip()
@@ -192,17 +209,18 @@ class GuestRun:
         art = Artifacts()
         out, logs = self.dir / "build", self.dir / "build" / "logs"
         includes = [WORKLOADS_DIR, INCLUDE_DIR]
-        wanted = {(HOLDER, False)}
-        for d in self.opts.drivers:
-            wanted |= {(w, False) for w in d.workloads} | {(w, True) for w in d.workloads_m32}
+        wanted = {Workload(HOLDER, WORKLOADS_DIR / f"{HOLDER}.c")}
+        wanted |= {w for p in self.opts.drivers for w in p.workloads}
         with Builder(image.root, cancel) as b:
-            for spec in self.opts.drivers:
-                art.modules[spec.name] = b.module(sources[spec.name], spec.name, out,
-                                                  logs / f"{spec.name}.log")
-            for name, m32 in sorted(wanted):
-                exe = b.workload(WORKLOADS_DIR / f"{name}.c", out,
-                                 logs / f"{name}{'-m32' if m32 else ''}.log", m32, includes)
-                art.workloads[exe.name] = exe
+            for p in self.opts.drivers:
+                log = logs / f"{p.key}.log"
+                art.modules[p.key] = (
+                    b.module(sources[p.key], p.key, out, log) if p.external is None
+                    else b.external_module(p.external.source_dir, p.external.make_args,
+                                           out / "external", log))
+            for w in sorted(wanted, key=lambda w: w.name):
+                art.workloads[w.name] = b.workload(w.source, out, logs / f"{w.name}.log",
+                                                   w.m32, includes)
         art.seconds = time.monotonic() - start
         self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
                  f"in {art.seconds:.1f}s with {self.result.compiler}")
@@ -211,42 +229,48 @@ class GuestRun:
     def _exercise(self, ssh: GuestSSH, art: Artifacts) -> None:
         remote = workloads.REMOTE_DIR
         ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
-        for name, path in [*art.modules.items(), *art.workloads.items()]:
+        for path in [*art.modules.values(), *art.workloads.values()]:
             ssh.put(path, f"{remote}/{path.name}", 0o755)
-        for spec in self.opts.drivers:
-            self.result.drivers.append(self._driver(ssh, spec))
+        for plan in self.opts.drivers:
+            self.result.drivers.append(self._driver(ssh, plan, art.modules[plan.key]))
 
-    def _driver(self, ssh: GuestSSH, spec: DriverSpec) -> DriverResult:
+    def _driver(self, ssh: GuestSSH, plan: DriverPlan, ko: Path) -> DriverResult:
         """insmod, workloads, the harness's own checks, rmmod: one driver's life."""
-        d = DriverResult(spec.name)
+        d = DriverResult(plan.key)
+        module = ko.stem.replace("-", "_")
         t, remote = self.timeouts, workloads.REMOTE_DIR
         start = time.monotonic()
         free_before = checks.free_kib(ssh)
-        load.mark(ssh, f"loading {spec.name}")
-        d.error = load.insmod(ssh, f"{remote}/{spec.name}.ko", [], t.command)
-        if not d.error and not load.has_char_device(ssh, spec.device):
-            d.error = f"{spec.device} did not appear after insmod"
+        load.mark(ssh, f"loading {module}")
+        d.error = load.insmod(ssh, f"{remote}/{ko.name}", plan.module_params, t.command)
+        if not d.error and plan.device and not load.has_char_device(ssh, plan.device):
+            d.error = f"{plan.device} did not appear after insmod"
         d.loaded = not d.error
         self.result.timings.load_s += round(time.monotonic() - start, 3)
-        self.say("load", f"{spec.name}: {'loaded' if d.loaded else d.error}")
+        self.say("load", f"{module}: {'loaded' if d.loaded else d.error}")
         if not d.loaded:
             return d
         wstart = time.monotonic()
-        for name in spec.executables():
-            w, output = workloads.run(ssh, name, [f"{remote}/{name}", spec.device], t.workload)
+        for w in plan.workloads:
+            argv = [f"{remote}/{w.name}", *([plan.device] if plan.device else [])]
+            result, output = workloads.run(ssh, w.name, argv, t.workload)
             (self.dir / "workloads").mkdir(exist_ok=True)
-            (self.dir / "workloads" / f"{spec.name}.{name}.out").write_text(output)
-            self._record(d, w)
-        self._record(d, checks.counters_settled(ssh, spec.name))
-        self._record(d, checks.rmmod_refused_while_mapped(ssh, f"{remote}/{HOLDER}",
-                                                          spec.device, spec.name))
+            (self.dir / "workloads" / f"{plan.key}.{w.name}.out").write_text(output)
+            self._record(d, result)
+        if plan.spec is not None:
+            self._record(d, checks.counters_settled(ssh, module))
+            self._record(d, checks.rmmod_refused_while_mapped(ssh, f"{remote}/{HOLDER}",
+                                                              plan.spec.device, module))
         self.result.timings.workloads_s += round(time.monotonic() - wstart, 3)
         start = time.monotonic()
-        d.error = load.rmmod(ssh, spec.name, t.command)
+        d.error = load.rmmod(ssh, module, t.command)
         d.taint = load.taint(ssh)
         d.taint_flags = results.taint_flags(d.taint)
+        log = load.dmesg(ssh)
+        self._record(d, checks.kernel_log_clean(log, f"mmap-harness: loading {module}"))
+        if not d.error and plan.spec is not None:
+            self._record(d, checks.unload_report(log, module))
         if not d.error:
-            self._record(d, checks.unload_report(load.dmesg(ssh), spec.name))
             self._record(d, checks.free_memory_back(free_before, checks.free_kib(ssh)))
         self.result.timings.load_s += round(time.monotonic() - start, 3)
         return d

@@ -16,6 +16,10 @@ def harness(*args: str) -> subprocess.CompletedProcess:
     (["run", "--driver", "nope"], "unknown driver(s) nope"),
     (["run", "--timeout-scale", "0"], "--timeout-scale must be positive"),
     (["images", "build", "--guest", "../etc"], "unknown guest '../etc'"),
+    (["run", "--driver-dir", "tests/fixtures/thirdparty_ring"], "needs at least one --workload"),
+    (["run", "--module-param", "pages=1"], "go with --driver-dir"),
+    (["run", "--driver-dir", "/nonexistent", "--workload", "tests/fixtures/thirdparty_ring/"
+      "tp_ring_check.c"], "no such directory"),
 ])
 def test_bad_input_is_explained(args, words, tmp_path):
     r = harness(*args, *(["--results", str(tmp_path)] if args[0] == "run" else []))

@@ -1,0 +1,96 @@
+"""What a run will build, load and run for each driver: the harness's own
+template drivers and a driver someone else wrote (`--driver-dir`).
+
+Inputs from the command line are checked here, before anything is built,
+so a typo is one clear message instead of a failed build a minute later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .drivers import WORKLOADS_DIR, DriverSpec
+from .errors import ConfigError
+
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=[^\0\n]*$")
+_STEM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9_./-]+$")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str            # the executable's name in the guest (NAME, or NAME-m32)
+    source: Path
+    m32: bool = False
+
+
+@dataclass(frozen=True)
+class ExternalDriver:
+    """An out-of-tree module someone else wrote, built with its own Makefile."""
+
+    source_dir: Path
+    module_params: list[str] = field(default_factory=list)
+    make_args: list[str] = field(default_factory=list)
+    device: str | None = None   # given to each workload as its only argument
+
+
+@dataclass(frozen=True)
+class DriverPlan:
+    key: str                         # results name: the spec's name or the directory's
+    device: str | None
+    workloads: list[Workload]
+    spec: DriverSpec | None = None   # set for the harness's own drivers (checks apply)
+    external: ExternalDriver | None = None
+
+    @property
+    def module_params(self) -> list[str]:
+        return self.external.module_params if self.external else []
+
+
+def template_plan(spec: DriverSpec, extra: list[Workload]) -> DriverPlan:
+    own = [Workload(w, WORKLOADS_DIR / f"{w}.c") for w in spec.workloads]
+    own += [Workload(f"{w}-m32", WORKLOADS_DIR / f"{w}.c", True) for w in spec.workloads_m32]
+    return DriverPlan(spec.name, spec.device, own + extra, spec=spec)
+
+
+def external_plan(ext: ExternalDriver, extra: list[Workload]) -> DriverPlan:
+    return DriverPlan(ext.source_dir.name, ext.device, extra, external=ext)
+
+
+def extra_workloads(paths: list[Path]) -> list[Workload]:
+    """`--workload FILE.c`: C files from anywhere, run after a driver's own."""
+    found: dict[str, Workload] = {}
+    for path in paths:
+        if path.suffix != ".c" or not path.is_file():
+            raise ConfigError(f"--workload {path}: not a C source file",
+                              hint="give the path of an existing FILE.c")
+        if not _STEM.match(path.stem):
+            raise ConfigError(f"--workload {path}: the file name must be plain "
+                              "(letters, digits, '_', '-', '.')")
+        if path.stem in found:
+            raise ConfigError(f"--workload {path}: two workloads are called {path.stem}")
+        found[path.stem] = Workload(path.stem, path.resolve())
+    return list(found.values())
+
+
+def external_driver(source_dir: Path, module_params: list[str], make_args: list[str],
+                    device: str | None) -> ExternalDriver:
+    """Validate `--driver-dir` and its companions."""
+    if not source_dir.is_dir():
+        raise ConfigError(f"--driver-dir {source_dir}: no such directory",
+                          hint="point at the directory holding the module's Makefile")
+    if not any((source_dir / f).is_file() for f in ("Makefile", "makefile", "Kbuild")):
+        raise ConfigError(f"--driver-dir {source_dir}: no Makefile or Kbuild",
+                          hint="point at the directory holding the module's Makefile")
+    if not _STEM.match(source_dir.resolve().name):
+        raise ConfigError(f"--driver-dir {source_dir}: the directory name must be plain")
+    for option, values in (("--module-param", module_params), ("--make-arg", make_args)):
+        for value in values:
+            if not _ASSIGNMENT.match(value):
+                raise ConfigError(f"{option} {value!r}: expected KEY=VALUE",
+                                  hint=f"write it as {option} NAME=VALUE")
+    if device is not None and not _DEVICE.match(device):
+        raise ConfigError(f"--device {device!r}: expected a path under /dev")
+    return ExternalDriver(source_dir.resolve(), module_params, make_args, device)
