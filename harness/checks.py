@@ -32,19 +32,24 @@ def module_counter(ssh: GuestSSH, module: str, name: str) -> int | None:
 
 
 def counters_settled(ssh: GuestSSH, module: str) -> WorkloadResult:
-    """live_pages == resident_pages once every workload process has exited."""
+    """Once every workload process has exited: no pages beyond what the driver
+    keeps by design (live_pages == resident_pages) and no mapping (maps == 0)."""
     start = time.monotonic()
     live = module_counter(ssh, module, "live_pages")
     resident = module_counter(ssh, module, "resident_pages")
-    metrics = {"live_pages": live, "resident_pages": resident}
-    if live is None or resident is None:
+    maps = module_counter(ssh, module, "maps")
+    metrics = {"live_pages": live, "resident_pages": resident, "maps": maps}
+    if live is None or resident is None or maps is None:
         return WorkloadResult("harness:counters", FAIL, metrics,
-                              "the driver exports no live_pages/resident_pages counters",
+                              "the driver exports no live_pages/resident_pages/maps counters",
                               time.monotonic() - start)
-    ok = live == resident
-    message = "" if ok else f"{live - resident} page(s) still allocated after every process exited"
-    return WorkloadResult("harness:counters", PASS if ok else FAIL, metrics, message,
-                          time.monotonic() - start)
+    problems = []
+    if live != resident:
+        problems.append(f"{live - resident} page(s) still allocated after every process exited")
+    if maps != 0:
+        problems.append(f"maps is {maps} with no process left (vm_ops open/close unbalanced)")
+    return WorkloadResult("harness:counters", FAIL if problems else PASS, metrics,
+                          "; ".join(problems), time.monotonic() - start)
 
 
 def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,

@@ -85,17 +85,9 @@ def _guests(names: list[str] | None) -> list[guests.GuestDefinition]:
 
 
 def _specs(names: list[str] | None, default_all: bool) -> list[drivers.DriverSpec]:
-    if not names and not default_all:
-        return []
-    specs = drivers.all_specs()
-    if not names:
-        return specs
-    by_name = {s.name: s for s in specs}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ConfigError(f"unknown driver(s) {', '.join(unknown)}",
-                          hint=f"choose from: {', '.join(by_name)}")
-    return [by_name[n] for n in names]
+    if names:
+        return drivers.find_specs(names)
+    return drivers.all_specs() if default_all else []
 
 
 def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:

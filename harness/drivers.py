@@ -57,10 +57,6 @@ class DriverSpec:
         """Workload programs in run order; compat ones carry a -m32 suffix."""
         return [*self.workloads, *(f"{w}-m32" for w in self.workloads_m32)]
 
-    @property
-    def device(self) -> str:
-        return f"/dev/{self.name}"
-
 
 def load_spec(path: Path) -> DriverSpec:
     data = load_toml(path)
@@ -101,3 +97,17 @@ def validate(spec: DriverSpec, where: str) -> None:
 
 def all_specs() -> list[DriverSpec]:
     return [load_spec(p) for p in sorted(LINUX_DIR.glob("*.toml"))]
+
+
+def find_specs(names: list[str]) -> list[DriverSpec]:
+    """The specs whose `name` is in `names`; only those files are validated."""
+    by_name: dict[str, Path] = {}
+    for path in sorted(LINUX_DIR.glob("*.toml")):
+        name = load_toml(path).get("name")
+        if isinstance(name, str):
+            by_name[name] = path
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown driver(s) {', '.join(unknown)}",
+                          hint=f"choose from: {', '.join(sorted(by_name))}")
+    return [load_spec(by_name[n]) for n in names]
