@@ -8,7 +8,8 @@
      |    +-- SSHError           the guest's SSH could not be reached or trusted
      |    +-- CommandTimeout     a guest command overran its timeout
      +-- BootError               the guest kernel did not come up (console tail kept)
-     +-- BuildError              a module or workload did not compile (compiler output kept)
+     +-- GuestDied               the guest stopped answering mid-run: a kernel crash or a hang
+ +-- BuildError              a module or workload did not compile (compiler output kept)
      +-- Interrupted             SIGINT/SIGTERM arrived; the run was stopped cleanly
 
 Kernel failures (BootError) and harness failures (InfraError) are kept apart,
@@ -74,6 +75,10 @@ class BootError(HarnessError):
         tail = f"\n--- last console lines ---\n{console_tail}" if console_tail else ""
         super().__init__(message + tail, hint)
         self.console_tail = console_tail
+
+
+class GuestDied(HarnessError):
+    """The guest crashed or hung while the harness was using it."""
 
 
 class BuildError(HarnessError):

@@ -17,6 +17,7 @@ from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
 from .ssh import GuestSSH
+from .watcher import Watcher
 
 
 def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:
@@ -35,34 +36,72 @@ class Guest:
         self.machine = Machine(machine_spec(image, accel, kernel_args or []), workdir,
                                console_log)
         self.ssh: GuestSSH | None = None
+        self.watcher: Watcher | None = None
         self.boot_to_ssh_s = 0.0
         self.shutdown_s = 0.0
 
     def __enter__(self) -> Guest:
         self.machine.start()
+        assert self.machine.console is not None
+        self.watcher = Watcher(self.machine.console)
         return self
+
+    def dead_reason(self) -> str | None:
+        """Why the guest can no longer be used, or None while it is fine."""
+        if self.watcher is not None and self.watcher.fatal.is_set():
+            report = self.watcher.first_fatal()
+            return f"the guest kernel crashed: {report.summary() if report else 'fatal report'}"
+        if not self.machine.alive():
+            return "QEMU exited"
+        return None
+
+    def crash_report(self) -> str:
+        """The first fatal kernel report, whole (after letting it finish), or ''."""
+        if self.watcher is None:
+            return ""
+        self.watcher.wait_complete()
+        report = self.watcher.first_fatal()
+        return report.text if report else ""
+
+    def save_registers(self, path: Path) -> None:
+        """vCPU registers through QMP, for a hang report; best effort."""
+        registers = self.machine.registers()
+        if registers:
+            path.write_text(registers)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_ssh(self, timeout: float,
+    def wait_ssh(self, timeout: float, silence: float = 60.0,
                  abandon: Callable[[], bool] = lambda: False) -> GuestSSH:
         """Wait for the guest's sshd and log in; BootError if it never answers.
 
-        `abandon` returning True stops the wait early (the caller already
-        knows the guest is not needed, e.g. the build failed).
+        The wait ends early when the kernel crashes, when the console says
+        nothing for `silence` seconds (a hang), or when `abandon` returns True
+        (the caller no longer needs the guest, e.g. the build failed).
         """
+        assert self.watcher is not None and self.machine.console is not None
         port = self.machine.ssh_port()
+        watcher = self.watcher
+
+        def keep_waiting() -> bool:
+            return (self.machine.alive() and not watcher.fatal.is_set()
+                    and watcher.silent_for < silence and not abandon())
         try:
             self.ssh = GuestSSH.wait(port, load_public(self.image.root.host_key_pub),
                                      load_private(self.image.root.client_key), timeout,
-                                     lambda: self.machine.alive() and not abandon())
+                                     keep_waiting)
         except SSHError as e:
-            assert self.machine.console is not None
-            raise BootError(f"{self.image.definition.name} did not come up: {e.message}",
-                            self.machine.console.tail(25),
+            why = e.message
+            if watcher.fatal.is_set():
+                why = self.dead_reason() or why
+            elif self.machine.alive() and watcher.silent_for >= silence:
+                why = f"the console printed nothing for {silence:.0f}s (hung?)"
+            raise BootError(f"{self.image.definition.name} did not come up: {why}",
+                            self.crash_report() or self.machine.console.tail(25),
                             hint="console.log in the results directory has the whole boot") \
                 from None
+        self.ssh.dead = self.dead_reason
         self.boot_to_ssh_s = time.monotonic() - self.machine.started
         return self.ssh
 
@@ -72,4 +111,6 @@ class Guest:
             self.ssh.close()
             self.ssh = None
         self.shutdown_s = self.machine.stop()
+        if self.watcher is not None:
+            self.watcher.close()
         return self.shutdown_s

@@ -10,6 +10,8 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
         "accel": "tcg" | "kvm", "accel_reason", "cpu_model", "compiler",
         "kernel_compiler", "status": "pass" | "fail" | "error", "error",
         "dir" (this guest's files, relative to the run directory),
+        "kernel_reports": [{"kind", "fatal", "first_line", "at_s", "text"}]
+            (oops, BUG, WARNING, KASAN, panic... seen on the console),
         "timings": {"image_s", "boot_to_ssh_s", "build_s", "load_s",
                     "workloads_s", "shutdown_s", "total_s"},
         "drivers": [{
@@ -84,6 +86,7 @@ class GuestResult:
     error: str = ""
     timings: Timings = field(default_factory=Timings)
     drivers: list[DriverResult] = field(default_factory=list)
+    kernel_reports: list[dict] = field(default_factory=list)
 
     def settle(self) -> None:
         """Status from the parts: error beats fail beats pass."""
@@ -109,6 +112,12 @@ class RunResult:
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA, **asdict(self)}
+
+
+def report_dict(report) -> dict:
+    """A watcher.KernelReport as results.json keeps it."""
+    return {"kind": report.kind, "fatal": report.fatal, "first_line": report.first_line,
+            "at_s": report.at_s, "text": report.text}
 
 
 def write_json(run: RunResult, path: Path) -> None:

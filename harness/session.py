@@ -20,22 +20,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import accel, checks, images, load, results, workloads
+from . import accel, images, load, results, workloads
 from .build import Builder
 from .cache import Cache
 from .drivers import INCLUDE_DIR, WORKLOADS_DIR
-from .errors import BootError, HarnessError, Interrupted
+from .driver_run import HOLDER, DriverRun, Limits
+from .errors import BootError, GuestDied, HarnessError, Interrupted
 from .guests import Flavour, GuestDefinition
 from .plan import DriverPlan, Workload
 from .guest import Guest
 from .progress import Progress
 from .qemu import qemu_version
 from .render import render
-from .results import DriverResult, GuestResult, RunResult
+from .results import GuestResult, RunResult, report_dict
 from .ssh import GuestSSH
-
-
-HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,7 @@ class Timeouts:
     boot_s: float = 120.0
     command_s: float = 120.0
     workload_s: float = 300.0
+    silence_s: float = 60.0     # no console output while booting: hung
     scale: float = 1.0
 
     @property
@@ -58,6 +57,10 @@ class Timeouts:
     @property
     def workload(self) -> float:
         return self.workload_s * self.scale
+
+    @property
+    def silence(self) -> float:
+        return self.silence_s * self.scale
 
 
 # Misuse of memory must crash loudly instead of passing by luck.
@@ -181,8 +184,9 @@ class GuestRun:
                 with guest:
                     built = pool.submit(self._build, image, sources, cancel)
                     try:
-                        ssh = guest.wait_ssh(self.timeouts.boot, abandon=lambda: (
-                            built.done() and built.exception() is not None))
+                        ssh = guest.wait_ssh(self.timeouts.boot, self.timeouts.silence,
+                                             abandon=lambda: (built.done() and
+                                                              built.exception() is not None))
                     except BootError:
                         if built.done() and built.exception() is not None:
                             raise built.exception() from None  # the real cause
@@ -195,11 +199,17 @@ class GuestRun:
                     try:
                         artifacts = built.result()
                         g.timings.build_s = round(artifacts.seconds, 3)
-                        self._exercise(ssh, artifacts)
+                        self._exercise(guest, ssh, artifacts)
+                    except GuestDied as e:
+                        g.error = ""  # a finding, not a harness failure: the rows say it
+                        self.say("crash", f"guest stopped: {e}")
                     finally:
-                        self._save_dmesg(ssh)
+                        if guest.dead_reason() is None:
+                            self._save_dmesg(ssh)
             finally:
                 cancel.set()
+                if guest.watcher is not None:
+                    g.kernel_reports = [report_dict(r) for r in guest.watcher.reports]
                 g.timings.shutdown_s = round(guest.shutdown_s, 3)
                 self.say("stop", f"QEMU gone after {guest.shutdown_s:.1f}s")
 
@@ -226,58 +236,19 @@ class GuestRun:
                  f"in {art.seconds:.1f}s with {self.result.compiler}")
         return art
 
-    def _exercise(self, ssh: GuestSSH, art: Artifacts) -> None:
+    def _exercise(self, guest: Guest, ssh: GuestSSH, art: Artifacts) -> None:
         remote = workloads.REMOTE_DIR
         ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
         for path in [*art.modules.values(), *art.workloads.values()]:
             ssh.put(path, f"{remote}/{path.name}", 0o755)
+        limits = Limits(self.timeouts.command, self.timeouts.workload)
         for plan in self.opts.drivers:
-            self.result.drivers.append(self._driver(ssh, plan, art.modules[plan.key]))
-
-    def _driver(self, ssh: GuestSSH, plan: DriverPlan, ko: Path) -> DriverResult:
-        """insmod, workloads, the harness's own checks, rmmod: one driver's life."""
-        d = DriverResult(plan.key)
-        module = ko.stem.replace("-", "_")
-        t, remote = self.timeouts, workloads.REMOTE_DIR
-        start = time.monotonic()
-        free_before = checks.free_kib(ssh)
-        load.mark(ssh, f"loading {module}")
-        d.error = load.insmod(ssh, f"{remote}/{ko.name}", plan.module_params, t.command)
-        if not d.error and plan.device and not load.has_char_device(ssh, plan.device):
-            d.error = f"{plan.device} did not appear after insmod"
-        d.loaded = not d.error
-        self.result.timings.load_s += round(time.monotonic() - start, 3)
-        self.say("load", f"{module}: {'loaded' if d.loaded else d.error}")
-        if not d.loaded:
-            return d
-        wstart = time.monotonic()
-        for w in plan.workloads:
-            argv = [f"{remote}/{w.name}", *([plan.device] if plan.device else [])]
-            result, output = workloads.run(ssh, w.name, argv, t.workload)
-            (self.dir / "workloads").mkdir(exist_ok=True)
-            (self.dir / "workloads" / f"{plan.key}.{w.name}.out").write_text(output)
-            self._record(d, result)
-        if plan.spec is not None:
-            self._record(d, checks.counters_settled(ssh, module))
-            self._record(d, checks.rmmod_refused_while_mapped(ssh, f"{remote}/{HOLDER}",
-                                                              plan.spec.device, module))
-        self.result.timings.workloads_s += round(time.monotonic() - wstart, 3)
-        start = time.monotonic()
-        d.error = load.rmmod(ssh, module, t.command)
-        d.taint = load.taint(ssh)
-        d.taint_flags = results.taint_flags(d.taint)
-        log = load.dmesg(ssh)
-        self._record(d, checks.kernel_log_clean(log, f"mmap-harness: loading {module}"))
-        if not d.error and plan.spec is not None:
-            self._record(d, checks.unload_report(log, module))
-        if not d.error:
-            self._record(d, checks.free_memory_back(free_before, checks.free_kib(ssh)))
-        self.result.timings.load_s += round(time.monotonic() - start, 3)
-        return d
-
-    def _record(self, d: DriverResult, w: workloads.WorkloadResult) -> None:
-        d.workloads.append(w)
-        self.say("run", f"{d.name}/{w.name}: {w.status} {w.message}".rstrip())
+            run = DriverRun(guest, ssh, plan, art.modules[plan.key], self.dir, limits,
+                            self.result.timings, self.say)
+            try:
+                run.run()
+            finally:
+                self.result.drivers.append(run.result)
 
     def _save_dmesg(self, ssh: GuestSSH) -> None:
         try:

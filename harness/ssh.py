@@ -18,10 +18,12 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import CommandTimeout, SSHError
+from .errors import CommandTimeout, GuestDied, SSHError
 
 HOST = "127.0.0.1"
 USER = "root"
+DEATH_GRACE_S = 3.0
+SIGNAL_SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,14 @@ class GuestSSH:
     def __init__(self, transport: paramiko.Transport) -> None:
         self._transport = transport
         self._sftp: paramiko.SFTPClient | None = None
+        # Polled while a command runs: a reason when the guest is known dead
+        # (a fatal kernel report, QEMU gone), so nobody waits for a timeout.
+        self.dead: Callable[[], str | None] = lambda: None
+
+    def _check_alive(self) -> None:
+        reason = self.dead()
+        if reason:
+            raise GuestDied(reason)
 
     @classmethod
     def connect(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
@@ -131,10 +141,12 @@ class GuestSSH:
         """Run `command` (an argv list is quoted for the guest's shell)."""
         text = command if isinstance(command, str) else shlex.join(command)
         start = time.monotonic()
+        self._check_alive()
         try:
             chan = self._transport.open_session(timeout=10)
             chan.exec_command(text)
         except (paramiko.SSHException, OSError, EOFError) as e:
+            self._check_alive()
             raise SSHError(f"cannot run `{text}` in the guest: {e}") from None
         out, err = bytearray(), bytearray()
         deadline = start + timeout
@@ -149,16 +161,33 @@ class GuestSSH:
                 elif time.monotonic() > deadline:
                     raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
                 elif chan.closed or not self._transport.is_active():
+                    self._check_alive()
                     raise SSHError(f"the SSH connection dropped while running `{text}`")
                 else:
+                    self._check_alive()
                     select.select([chan], [], [], 0.1)
             status = chan.recv_exit_status()
+        if status == -1:
+            self._settle_death()
         result = CommandResult(text, status, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - start)
         if check and not result.ok:
             raise SSHError(f"`{text}` failed in the guest (exit {status}): "
                            f"{result.stderr.strip() or result.stdout.strip()}")
         return result
+
+    def _settle_death(self, grace: float = DEATH_GRACE_S) -> None:
+        """No exit status: the process was killed, or the guest is dying.
+
+        The console may still be printing the panic that explains it, so give
+        `dead` a moment before calling it an ordinary signal.
+        """
+        start = time.monotonic()
+        while time.monotonic() - start < grace:
+            self._check_alive()
+            if self._transport.is_active() and time.monotonic() - start > SIGNAL_SETTLE_S:
+                return  # the connection lives on: an ordinary signal
+            time.sleep(0.05)
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
@@ -173,6 +202,7 @@ class GuestSSH:
             sftp.put(str(local), remote)
             sftp.chmod(remote, mode)
         except (OSError, paramiko.SSHException) as e:
+            self._check_alive()
             raise SSHError(f"uploading {local} to the guest's {remote} failed: {e}") from None
 
     def get(self, remote: str, local: Path) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import CommandTimeout
-from .results import ERROR, FAIL, PASS, WorkloadResult  # noqa: F401 (re-exported)
+from .results import FAIL, PASS, WorkloadResult  # noqa: F401 (re-exported)
 from .ssh import GuestSSH
 
 REMOTE_DIR = "/tmp/mmap-harness"
@@ -45,10 +44,11 @@ def verdict(name: str, exit_status: int, stdout: str, stderr: str,
 
 
 def run(ssh: GuestSSH, name: str, argv: list[str], timeout: float) -> tuple[WorkloadResult, str]:
-    """Run `argv` in the guest; returns the verdict and the raw output to keep."""
-    try:
-        r = ssh.run(argv, timeout=timeout)
-    except CommandTimeout as e:
-        return WorkloadResult(name, ERROR, {}, str(e), e.timeout), e.output
+    """Run `argv` in the guest; returns the verdict and the raw output to keep.
+
+    A workload that overruns `timeout` raises CommandTimeout: the guest may
+    be hung, and the caller decides what that means.
+    """
+    r = ssh.run(argv, timeout=timeout)
     output = f"$ {r.command}\n{r.stdout}" + (f"--- stderr ---\n{r.stderr}" if r.stderr else "")
     return verdict(name, r.exit_status, r.stdout, r.stderr, r.seconds), output

@@ -1,0 +1,126 @@
+"""One driver's life in a booted guest: insmod, workloads, checks, rmmod.
+
+Whatever step is running when the guest dies is recorded as that step's
+result: `kernel-crash` with the kernel's report when the console showed a
+fatal one (or QEMU vanished), `error` with the vCPU registers saved when a
+command hung. Then GuestDied is raised again: a dead guest runs nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import checks, load, results, workloads
+from .errors import CommandTimeout, GuestDied
+from .guest import Guest
+from .plan import DriverPlan
+from .results import ERROR, KERNEL_CRASH, DriverResult, Timings, WorkloadResult
+from .ssh import GuestSSH
+
+HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
+
+
+@dataclass(frozen=True)
+class Limits:
+    command_s: float
+    workload_s: float
+
+
+class DriverRun:
+    def __init__(self, guest: Guest, ssh: GuestSSH, plan: DriverPlan, ko: Path,
+                 out_dir: Path, limits: Limits, timings: Timings,
+                 say: Callable[[str, str], None]) -> None:
+        self.guest, self.ssh, self.plan, self.ko = guest, ssh, plan, ko
+        self.module = ko.stem.replace("-", "_")
+        self.out_dir, self.limits, self.timings, self.say = out_dir, limits, timings, say
+        self.result = DriverResult(plan.key)
+        self.step = "load"
+
+    def run(self) -> DriverResult:
+        try:
+            if self._load():
+                self._workloads()
+                self._unload()
+        except GuestDied as e:
+            self._died(str(e))
+            raise
+        except CommandTimeout as e:
+            self._hung(e)
+            raise GuestDied(f"a command hung during {self.step}") from None
+        return self.result
+
+    def _record(self, w: WorkloadResult) -> None:
+        self.result.workloads.append(w)
+        self.say("run", f"{self.result.name}/{w.name}: {w.status} {w.message}".split("\n")[0])
+
+    def _load(self) -> bool:
+        d, remote, start = self.result, workloads.REMOTE_DIR, time.monotonic()
+        self.free_before = checks.free_kib(self.ssh)
+        load.mark(self.ssh, f"loading {self.module}")
+        d.error = load.insmod(self.ssh, f"{remote}/{self.ko.name}", self.plan.module_params,
+                              self.limits.command_s)
+        device = self.plan.device
+        if not d.error and device and not load.has_char_device(self.ssh, device):
+            d.error = f"{device} did not appear after insmod"
+        d.loaded = not d.error
+        self.timings.load_s += round(time.monotonic() - start, 3)
+        self.say("load", f"{self.module}: {'loaded' if d.loaded else d.error}")
+        return d.loaded
+
+    def _workloads(self) -> None:
+        remote, start = workloads.REMOTE_DIR, time.monotonic()
+        (self.out_dir / "workloads").mkdir(exist_ok=True)
+        for w in self.plan.workloads:
+            self.step = w.name
+            argv = [f"{remote}/{w.name}", *([self.plan.device] if self.plan.device else [])]
+            result, output = workloads.run(self.ssh, w.name, argv, self.limits.workload_s)
+            (self.out_dir / "workloads" / f"{self.plan.key}.{w.name}.out").write_text(output)
+            self._record(result)
+        if self.plan.spec is not None:
+            self.step = "harness:counters"
+            self._record(checks.counters_settled(self.ssh, self.module))
+            self.step = "harness:rmmod-busy"
+            self._record(checks.rmmod_refused_while_mapped(
+                self.ssh, f"{remote}/{HOLDER}", self.plan.spec.device, self.module))
+        self.timings.workloads_s += round(time.monotonic() - start, 3)
+
+    def _unload(self) -> None:
+        d, start = self.result, time.monotonic()
+        self.step = "unload"
+        d.error = load.rmmod(self.ssh, self.module, self.limits.command_s)
+        d.taint = load.taint(self.ssh)
+        d.taint_flags = results.taint_flags(d.taint)
+        log = load.dmesg(self.ssh)
+        self._record(checks.kernel_log_clean(log, f"mmap-harness: loading {self.module}"))
+        if not d.error and self.plan.spec is not None:
+            self._record(checks.unload_report(log, self.module))
+        if not d.error:
+            self._record(checks.free_memory_back(self.free_before,
+                                                 checks.free_kib(self.ssh)))
+        self.timings.load_s += round(time.monotonic() - start, 3)
+
+    def _died(self, reason: str) -> None:
+        trace = self.guest.crash_report()
+        report = self.guest.watcher.first_fatal() if self.guest.watcher else None
+        metrics = {"kind": report.kind} if report else {}
+        message = f"{reason} during {self.step}"
+        if not trace:
+            message += " (no kernel report on the console; see console.log)"
+        self._record(WorkloadResult(self.step, KERNEL_CRASH, metrics,
+                                    f"{message}\n{trace}".rstrip()))
+        self.result.error = message
+        if trace:
+            self.say("crash", f"{self.module}: kernel report:\n{trace}")
+
+    def _hung(self, e: CommandTimeout) -> None:
+        registers = self.out_dir / "registers.txt"
+        self.guest.save_registers(registers)
+        assert self.guest.machine.console is not None
+        tail = self.guest.machine.console.tail(15)
+        message = (f"{e.message} during {self.step}; vCPU registers in {registers.name}, "
+                   f"last console lines:\n{tail}")
+        self._record(WorkloadResult(self.step, ERROR, {}, message, e.timeout))
+        self.result.error = f"a command hung during {self.step}"

@@ -1,0 +1,142 @@
+"""Kernel reports on the serial console: recognised, captured whole, classified.
+
+A table of start patterns per kernel family says what each report is and
+whether the kernel is done for (fatal). A report runs from its start line
+to the kernel's end marker, a size limit, or the end of the console. The
+first fatal report sets `fatal`, which the SSH layer polls so a workload
+stuck on a dead guest ends at once instead of at its timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .console import Console
+
+
+@dataclass(frozen=True)
+class Pattern:
+    kind: str
+    start: re.Pattern[str]
+    fatal: bool
+
+
+def _p(kind: str, regex: str, fatal: bool) -> Pattern:
+    return Pattern(kind, re.compile(regex), fatal)
+
+
+# Order matters: the first match names the report (KASAN before plain BUG).
+LINUX = (
+    _p("kasan", r"BUG: KASAN: ", True),
+    _p("kfence", r"BUG: KFENCE: ", True),
+    _p("ubsan", r"UBSAN: ", False),
+    _p("soft-lockup", r"watchdog: BUG: soft lockup", True),
+    _p("hard-lockup", r"Watchdog detected hard LOCKUP", True),
+    # slub_debug: "BUG kmalloc-64 (Tainted: G O): Poison overwritten". The kernel
+    # goes on, but its memory is corrupt: nothing after it can be trusted.
+    _p("slub", r"BUG [\w.:-]+ \([^)]*\): ", True),
+    _p("bug", r"kernel BUG at |BUG: ", True),
+    _p("gpf", r"general protection fault", True),
+    _p("oops", r"Oops: |Oops#", True),
+    _p("warning", r"------------\[ cut here \]------------|WARNING: CPU: \d+ PID: \d+ at ", False),
+    _p("hung-task", r"INFO: task \S+ blocked for more than", False),
+    _p("panic", r"Kernel panic - not syncing", True),
+)
+ILLUMOS = (
+    _p("panic", r"panic\[cpu\d+\]/thread=", True),
+    _p("trap", r"BAD TRAP: type=", True),
+)
+TABLES = {"linux": LINUX, "illumos": ILLUMOS}
+END = re.compile(r"---\[ end (trace|Kernel panic)|^\s*syncing file systems|dumping to ")
+MAX_LINES = 200
+
+
+@dataclass
+class KernelReport:
+    kind: str
+    fatal: bool
+    first_line: str
+    at_s: float
+    lines: list[str] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def summary(self) -> str:
+        return f"{self.kind}: {self.first_line.strip()}"
+
+
+class Watcher:
+    """Subscribes to a Console and keeps the kernel reports it sees."""
+
+    def __init__(self, console: Console, family: str = "linux") -> None:
+        self.table = TABLES[family]
+        self.reports: list[KernelReport] = []
+        self.fatal = threading.Event()
+        self._current: KernelReport | None = None
+        self._lock = threading.Lock()
+        self._start = console.started
+        self._last_line = time.monotonic()
+        console.subscribe(self._on_line)
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the console last printed a whole line."""
+        return time.monotonic() - self._last_line
+
+    def first_fatal(self) -> KernelReport | None:
+        with self._lock:
+            return next((r for r in self.reports if r.fatal), None)
+
+    def wait_complete(self, timeout: float = 5.0) -> None:
+        """Give a report in progress a moment to reach its end marker."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._current is None:
+                    return
+            time.sleep(0.05)
+        with self._lock:
+            self._current = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current.complete = True
+                self._current = None
+
+    def _on_line(self, line: str) -> None:
+        self._last_line = time.monotonic()
+        with self._lock:
+            current = self._current
+            if current is not None:
+                current.lines.append(line)
+                self._upgrade(current, line)
+                if END.search(line) or len(current.lines) >= MAX_LINES:
+                    current.complete = True
+                    self._current = None
+                return
+            for p in self.table:
+                if p.start.search(line):
+                    report = KernelReport(p.kind, p.fatal, line,
+                                          round(time.monotonic() - self._start, 3), [line])
+                    self.reports.append(report)
+                    self._current = report
+                    if p.fatal:
+                        self.fatal.set()
+                    return
+
+    def _upgrade(self, report: KernelReport, line: str) -> None:
+        """A report that began as a warning may turn out worse (panic_on_warn)."""
+        if "cut here" in report.first_line and "WARNING:" in line:
+            report.first_line = line  # the line that says where
+        for p in self.table:
+            if p.fatal and p.start.search(line):
+                report.fatal = True
+                self.fatal.set()
+                return
