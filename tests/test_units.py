@@ -130,3 +130,24 @@ def test_junit_counts_failures(tmp_path: Path):
 def test_table_shows_status_and_timings():
     text = results.table(_sample_run())
     assert "kernel-crash" in text and "boot-to-SSH" in text and "FAIL" in text
+
+
+def test_free_pages_counts_buddy_and_per_cpu_lists():
+    from harness.checks import free_pages
+    zoneinfo = """Node 0, zone      DMA
+  pages free     3968
+        nr_free_pages 3968
+  pagesets
+    cpu: 0
+              count: 0
+              high:  0
+Node 0, zone    DMA32
+  pages free     225000
+        nr_free_pages 225000
+  pagesets
+    cpu: 0
+              count: 310
+    cpu: 1
+              count: 12
+"""
+    assert free_pages(zoneinfo) == 3968 + 225000 + 310 + 12

@@ -1,0 +1,96 @@
+"""Issue-4 behaviour: broken drivers are caught with the right classification,
+quickly, with their traces, and the run exits non-zero.
+
+The fixtures under tests/fixtures/bad_* are real out-of-tree modules with
+real bugs, loaded in a real guest under the debug boot options.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.watcher import LINUX
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run_fixture(kind: str, results: Path) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run",
+                        "--driver-dir", str(FIXTURES / f"bad_{kind}"),
+                        "--device", f"/dev/bad_{kind}",
+                        "--workload", str(FIXTURES / "bad_probe.c"),
+                        "--results", str(results)],
+                       capture_output=True, text=True, timeout=900)
+    (run_dir,) = [d for d in results.iterdir() if d.is_dir() and not d.is_symlink()]
+    return r, json.loads((run_dir / "results.json").read_text()), run_dir
+
+
+def rows(data: dict) -> dict[str, dict]:
+    (driver,) = data["guests"][0]["drivers"]
+    return {w["name"]: w for w in driver["workloads"]}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind, trace_words", [
+    ("uaf", "general protection fault"),
+    ("warn", "WARNING: CPU:"),
+])
+def test_crashing_driver_is_a_kernel_crash_with_its_trace(kind, trace_words, tmp_path: Path):
+    r, data, run_dir = run_fixture(kind, tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    crash = rows(data)["bad_probe"]
+    assert crash["status"] == "kernel-crash"
+    assert trace_words in crash["message"] and "Call Trace" in crash["message"]
+    assert trace_words in r.stderr            # printed as it happened
+    guest = data["guests"][0]
+    assert any(rep["fatal"] for rep in guest["kernel_reports"])
+    # Caught at once, not at the workload timeout (300 s).
+    assert guest["timings"]["total_s"] < 120
+    failure = ET.parse(run_dir / "junit.xml").find(".//testcase[@name='bad_probe']/failure")
+    assert failure is not None and trace_words in failure.text
+    assert (run_dir / guest["dir"] / "console.log").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_out_of_bounds_mapping_is_a_failure(tmp_path: Path):
+    r, data, _ = run_fixture("oob", tmp_path)
+    assert r.returncode == 1
+    row = rows(data)["bad_probe"]
+    assert row["status"] == "fail" and "want EINVAL" in row["message"]
+
+
+@pytest.mark.integration
+def test_leak_on_an_error_path_is_a_leak(tmp_path: Path):
+    r, data, _ = run_fixture("leak", tmp_path)
+    assert r.returncode == 1
+    got = rows(data)
+    assert got["bad_probe"]["status"] == "pass"        # the errno was right...
+    assert got["harness:free-memory"]["status"] == "fail"  # ...but pages leaked
+    assert got["harness:free-memory"]["metrics"]["lost_kib"] > 4096
+
+
+@pytest.mark.integration
+def test_module_that_fails_to_load_is_reported(tmp_path: Path):
+    r, data, _ = run_fixture("load", tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    (driver,) = data["guests"][0]["drivers"]
+    assert not driver["loaded"] and "insmod failed" in driver["error"]
+
+
+def test_kernel_report_table_names_reports():
+    def kind(line: str) -> str:
+        return next(p.kind for p in LINUX if p.start.search(line))
+    assert kind("[ 3.0] BUG: KASAN: use-after-free in f+0x1/0x2") == "kasan"
+    assert kind("[ 3.0] BUG: KFENCE: out-of-bounds read in f") == "kfence"
+    assert kind("[ 1.2] BUG kmalloc-64 (Tainted: G O): Poison overwritten") == "slub"
+    assert kind("[ 2.0] WARNING: CPU: 0 PID: 1 at drivers/x.c:3 f+0x1/0x2") == "warning"
+    assert kind("[ 1.0] BUG: unable to handle page fault for address: 0") == "bug"
+    assert kind("[ 9.9] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "soft-lockup"
+    assert kind("[ 1.0] Kernel panic - not syncing: Fatal exception") == "panic"
+    assert kind("[ 5.5] INFO: task cat:12 blocked for more than 120 seconds.") == "hung-task"
