@@ -7,6 +7,7 @@ problem, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     byo.add_argument("--device", metavar="/dev/NAME",
                      help="device node the --driver-dir module creates: checked after "
                           "insmod and given to each workload")
+    run.add_argument("--fuzz-seed", type=int, default=None, metavar="N",
+                     help="seed of the fuzz workload (default: random; results.json has it)")
+    run.add_argument("--fuzz-ops", type=int, default=10000, metavar="N",
+                     help="calls the fuzz workload makes (default 10000)")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
 
@@ -109,6 +114,10 @@ def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
 
 
 def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    seed = secrets.randbits(32) if args.fuzz_seed is None else args.fuzz_seed
+    if not 0 <= seed < 2**32 or args.fuzz_ops < 1:
+        raise ConfigError("--fuzz-seed must be 0..4294967295 and --fuzz-ops at least 1",
+                          hint="take the seed from the fuzz row of results.json")
     if args.timeout_scale <= 0:
         raise ConfigError("--timeout-scale must be positive",
                           hint="use a factor such as 2 on a slow host")
@@ -117,6 +126,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
+        fuzz_seed=seed, fuzz_ops=args.fuzz_ops,
         timeouts=session.Timeouts(scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))

@@ -27,6 +27,7 @@ HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
 class Limits:
     command_s: float
     workload_s: float
+    env: tuple[tuple[str, str], ...] = ()   # given to every workload (fuzz seed)
 
 
 class DriverRun:
@@ -76,6 +77,8 @@ class DriverRun:
         for w in self.plan.workloads:
             self.step = w.name
             argv = [f"{remote}/{w.name}", *([self.plan.device] if self.plan.device else [])]
+            if self.limits.env:
+                argv = ["env", *(f"{k}={v}" for k, v in self.limits.env), *argv]
             result, output = workloads.run(self.ssh, w.name, argv, self.limits.workload_s)
             (self.out_dir / "workloads" / f"{self.plan.key}.{w.name}.out").write_text(output)
             self._record(result)

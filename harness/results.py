@@ -5,6 +5,7 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
     {"schema": 1, "run_id": str, "started": ISO-8601, "finished": ISO-8601,
      "status": "pass" | "fail",
      "host": {"hostname", "kernel", "python", "qemu", "cpus"},
+     "fuzz": {"seed", "ops"} (replay with --fuzz-seed SEED --fuzz-ops OPS),
      "guests": [{
         "name", "flavour", "kernel_release" (the guest's `uname -r`),
         "accel": "tcg" | "kvm", "accel_reason", "cpu_model", "compiler",
@@ -105,6 +106,7 @@ class RunResult:
     host: dict
     finished: str = ""
     status: str = FAIL
+    fuzz: dict = field(default_factory=dict)
     guests: list[GuestResult] = field(default_factory=list)
 
     def settle(self) -> None:
@@ -189,6 +191,7 @@ def table(run: RunResult) -> str:
 def _figures(w: WorkloadResult) -> str:
     if w.status != PASS:
         return w.message.splitlines()[0][:70] if w.message else ""
-    ratios = {k: v for k, v in w.metrics.items() if "ratio" in k}
-    shown = ratios or {k: v for k, v in list(w.metrics.items())[:2]}
+    figures = {k: v for k, v in w.metrics.items() if k not in ("checks", "failed")}
+    ratios = {k: v for k, v in figures.items() if "ratio" in k}
+    shown = ratios or dict(list(figures.items())[:3])
     return ", ".join(f"{k}={v}" for k, v in shown.items())

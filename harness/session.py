@@ -78,6 +78,8 @@ class RunOptions:
     accel: str = "auto"
     kernel_args: list[str] = field(default_factory=list)
     debug_boot: bool = True
+    fuzz_seed: int = 0          # the fuzz workload's seed, recorded for replay
+    fuzz_ops: int = 10000
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def guest_kernel_args(self) -> list[str]:
@@ -109,7 +111,8 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
     run_dir = opts.results_root / run_id
     run_dir.mkdir(parents=True)
     _point_latest(opts.results_root, run_id)
-    result = RunResult(run_id, _now(), host_info())
+    result = RunResult(run_id, _now(), host_info(),
+                       fuzz={"seed": opts.fuzz_seed, "ops": opts.fuzz_ops})
     progress.say("run", f"{run_id}: results in {run_dir}")
     try:
         for definition in opts.guests:
@@ -241,7 +244,8 @@ class GuestRun:
         ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
         for path in [*art.modules.values(), *art.workloads.values()]:
             ssh.put(path, f"{remote}/{path.name}", 0o755)
-        limits = Limits(self.timeouts.command, self.timeouts.workload)
+        env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
+        limits = Limits(self.timeouts.command, self.timeouts.workload, env)
         for plan in self.opts.drivers:
             run = DriverRun(guest, ssh, plan, art.modules[plan.key], self.dir, limits,
                             self.result.timings, self.say)
