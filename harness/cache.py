@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -44,13 +43,19 @@ class Cache:
 
     def get_or_build(self, kind: str, key: str,
                      build: Callable[[Path], None],
-                     waiting: Callable[[], None] = lambda: None) -> Path:
+                     waiting: Callable[[], None] = lambda: None,
+                     needs_bytes: int = 0) -> Path:
         """Return the entry, building it with `build(tmpdir)` if absent."""
         final = self.path(kind, key)
         if final.is_dir():
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._check_writable(final.parent)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HostError(f"cannot create the cache directory {final.parent}: {e.strerror}",
+                            hint="choose another with --cache-dir or fix its permissions") \
+                from None
+        self._check_space(final.parent, needs_bytes)
         lock = FileLock(str(final.parent / f".{key}.lock"))
         try:
             lock.acquire(timeout=0)
@@ -84,11 +89,12 @@ class Cache:
             shutil.rmtree(stale, ignore_errors=True)
 
     @staticmethod
-    def _check_writable(d: Path) -> None:
+    def _check_space(d: Path, needs_bytes: int) -> None:
         if not os.access(d, os.W_OK):
             raise HostError(f"cache directory {d} is not writable",
                             hint="choose another with --cache-dir or fix its permissions")
         free = shutil.disk_usage(d).free
-        if free < 3 * 1024**3:
-            print(f"warning: only {free // 1024**2} MiB free in {d}; an image needs ~2 GiB",
-                  file=sys.stderr)
+        if free < needs_bytes:
+            raise HostError(f"not enough space in {d}: {free // 2**20} MiB free, "
+                            f"this build needs about {needs_bytes // 2**20} MiB",
+                            hint="free some space, or choose another place with --cache-dir")

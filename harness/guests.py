@@ -100,7 +100,12 @@ def all_definitions(directory: Path = GUEST_DIR) -> dict[str, GuestDefinition]:
 
 
 def find(name: str, directory: Path = GUEST_DIR) -> GuestDefinition:
-    """The definition called `name`; ConfigError listing the known ones if absent."""
+    """The definition called `name` (or a path to a .toml file of one);
+    ConfigError listing the known ones if absent."""
+    if name.endswith(".toml"):
+        if not Path(name).is_file():
+            raise ConfigError(f"guest definition {name}: no such file")
+        return load_definition(Path(name))
     path = directory / f"{name}.toml"
     if not _NAME.match(name) or not path.is_file():
         known = ", ".join(all_definitions(directory)) or "none"

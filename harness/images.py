@@ -23,6 +23,9 @@ from .progress import Progress
 from .rootfs import BuildRoot
 
 DISK_SLACK_MIB = 512
+# Space a build needs in the cache, measured with some margin.
+ROOT_BYTES = 2 * 2**30
+IMAGE_BYTES = {Flavour.TINY: 256 * 2**20, Flavour.FULL: 3 * 2**30}
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,10 @@ def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
         rootfs.build(definition, tmp, log, progress)
 
     root = BuildRoot(cache.get_or_build("roots", root_key, build_root,
-                                        waiting(f"the {definition.name} build root")))
+                                        waiting(f"the {definition.name} build root"),
+                                        ROOT_BYTES))
+    _verify(root.dir, ["manifest.json", "keys/harness_ed25519", "root/etc/ssh/sshd_config"],
+            definition.name)
     image_key = _image_key(root_key, definition, flavour)
 
     def build_image(tmp: Path) -> None:
@@ -89,15 +95,43 @@ def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
             initramfs.build(root, definition, tmp)
         else:
             _build_disk(root, tmp, cache.root / "logs" / f"{image_key}.log")
+        sizes = {f.name: f.stat().st_size for f in tmp.iterdir()}
         (tmp / "manifest.json").write_text(json.dumps(
             {"guest": definition.name, "flavour": flavour.value, "root": root.dir.name,
-             "kernel_release": root.kernel_release, "built": time.time()}, indent=2))
+             "kernel_release": root.kernel_release, "built": time.time(), "files": sizes},
+            indent=2))
         for f in tmp.iterdir():
             f.chmod(0o444)  # base images are never written; QEMU opens them read-only
 
     path = cache.get_or_build("images", image_key, build_image,
-                              waiting(f"the {definition.name} {flavour.value} image"))
+                              waiting(f"the {definition.name} {flavour.value} image"),
+                              IMAGE_BYTES[flavour])
+    _verify_sizes(path, definition.name)
     return GuestImage(definition, flavour, path, root)
+
+
+def _damaged(entry: Path, guest: str, what: str) -> HostError:
+    return HostError(f"the cached image {entry} is damaged: {what}",
+                     hint=f"remove it with `mmap-harness images clean --guest {guest}` "
+                          "and run again (it will be rebuilt)")
+
+
+def _verify(entry: Path, files: list[str], guest: str) -> None:
+    for name in files:
+        if not os.access(entry / name, os.R_OK):
+            raise _damaged(entry, guest, f"{name} is missing or unreadable")
+
+
+def _verify_sizes(entry: Path, guest: str) -> None:
+    """Every boot file is there with the size it was built with."""
+    try:
+        files = json.loads((entry / "manifest.json").read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        raise _damaged(entry, guest, "manifest.json is missing or unreadable") from None
+    for name, size in files.items():
+        path = entry / name
+        if not os.access(path, os.R_OK) or path.stat().st_size != size:
+            raise _damaged(entry, guest, f"{name} is missing, unreadable or truncated")
 
 
 def _image_key(root_key: str, definition: GuestDefinition, flavour: Flavour) -> str:

@@ -25,7 +25,8 @@ from .build import Builder
 from .cache import Cache
 from .drivers import INCLUDE_DIR, WORKLOADS_DIR
 from .driver_run import HOLDER, DriverRun, Limits
-from .errors import BootError, GuestDied, HarnessError, Interrupted
+from .errors import (BootError, ConfigError, GuestDied, HarnessError, HostError,
+                     Interrupted)
 from .guests import Flavour, GuestDefinition
 from .plan import DriverPlan, Workload
 from .guest import Guest
@@ -152,6 +153,9 @@ class GuestRun:
             self._boot_and_exercise(image)
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
             g.error = f"interrupted: {e or type(e).__name__}"
+            raise
+        except (ConfigError, HostError) as e:  # the same for every guest: stop here
+            g.error = str(e)
             raise
         except HarnessError as e:
             g.error = str(e)

@@ -1,0 +1,72 @@
+"""Security properties: loopback-only forwarding, pinned keys kept private,
+no shell between our parts, nothing injected through specs or definitions."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import drivers
+from harness.errors import ConfigError
+
+HARNESS = Path(__file__).resolve().parent.parent / "harness"
+
+
+def test_no_shell_true_anywhere():
+    offenders = [f"{p.name}:{n}" for p in HARNESS.glob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"shell\s*=\s*True", line)]
+    assert offenders == []
+
+
+def test_private_keys_are_0600(guest_image):
+    root = guest_image("debian-bookworm").root
+    for key in (root.client_key, root.tree / "etc/ssh/ssh_host_ed25519_key"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+@pytest.mark.integration
+def test_forwarded_ports_listen_on_loopback_only(boot_guest):
+    with boot_guest("debian-bookworm") as guest:
+        pid = guest.machine._child.pid
+        listening = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True,
+                                   check=True).stdout
+        ours = [line for line in listening.splitlines() if f"pid={pid}," in line]
+        assert ours, listening
+        for line in ours:
+            local = line.split()[3]
+            assert local.startswith("127.0.0.1:"), line
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"name": "x; rm -rf /"}, "not a short lower-case C identifier"),
+    ({"name": "x\n#include"}, "not a short lower-case C identifier"),
+    ({"description": "a\\\"; system(\\\"id"}, "description must be"),
+    ({"description": "x */ evil(); /*"}, "description must be"),
+    ({"template": "../../etc/passwd"}, "unknown template"),
+    ({"workloads": ["../../../bin/sh"]}, "no workload"),
+    ({"params": {"max_buffers": 100000}}, "must be 1..256"),
+])
+def test_specs_cannot_inject_or_escape(change, words, tmp_path: Path):
+    base = {"name": "ok", "template": "dmabuf", "description": "fine", "order": 0,
+            "workloads": ["pattern"]}
+    toml = "\n".join(_toml(k, v) for k, v in {**base, **change}.items())
+    path = tmp_path / "spec.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        drivers.load_spec(path)
+
+
+def _toml(key: str, value) -> str:
+    if isinstance(value, dict):
+        return f"[{key}]\n" + "\n".join(f"{k} = {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return f"{key} = [" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, int):
+        return f"{key} = {value}"
+    return f"{key} = {value!r}".replace("'", '"') if '"' not in value else \
+        f"{key} = '{value}'"
