@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="seed of the fuzz workload (default: random; results.json has it)")
     run.add_argument("--fuzz-ops", type=int, default=10000, metavar="N",
                      help="calls the fuzz workload makes (default 10000)")
+    run.add_argument("--workload-timeout", type=float, default=300.0, metavar="S",
+                     help="seconds a workload may run before the guest counts as hung "
+                          "(default 300, times --timeout-scale)")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
 
@@ -118,8 +121,8 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if not 0 <= seed < 2**32 or args.fuzz_ops < 1:
         raise ConfigError("--fuzz-seed must be 0..4294967295 and --fuzz-ops at least 1",
                           hint="take the seed from the fuzz row of results.json")
-    if args.timeout_scale <= 0:
-        raise ConfigError("--timeout-scale must be positive",
+    if args.timeout_scale <= 0 or args.workload_timeout <= 0:
+        raise ConfigError("--timeout-scale and --workload-timeout must be positive",
                           hint="use a factor such as 2 on a slow host")
     opts = session.RunOptions(
         guests=_guests(args.guest), drivers=_plans(args),
@@ -127,7 +130,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
         fuzz_seed=seed, fuzz_ops=args.fuzz_ops,
-        timeouts=session.Timeouts(scale=args.timeout_scale))
+        timeouts=session.Timeouts(workload_s=args.workload_timeout, scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))
     print(f"results: {run_dir / 'results.json'}")

@@ -123,7 +123,7 @@ class DriverRun:
         self.guest.save_registers(registers)
         assert self.guest.machine.console is not None
         tail = self.guest.machine.console.tail(15)
-        message = (f"{e.message} during {self.step}; vCPU registers in {registers.name}, "
-                   f"last console lines:\n{tail}")
+        message = (f"{self.step} timed out after {e.timeout:.0f}s (the guest counts as hung); "
+                   f"vCPU registers in {registers.name}, last console lines:\n{tail}")
         self._record(WorkloadResult(self.step, ERROR, {}, message, e.timeout))
         self.result.error = f"a command hung during {self.step}"

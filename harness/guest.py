@@ -97,6 +97,8 @@ class Guest:
                 why = self.dead_reason() or why
             elif self.machine.alive() and watcher.silent_for >= silence:
                 why = f"the console printed nothing for {silence:.0f}s (hung?)"
+            if self.machine.alive():
+                self.save_registers(self.machine.console_log.parent / "registers.txt")
             raise BootError(f"{self.image.definition.name} did not come up: {why}",
                             self.crash_report() or self.machine.console.tail(25),
                             hint="console.log in the results directory has the whole boot") \

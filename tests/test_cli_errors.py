@@ -14,7 +14,7 @@ def harness(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, words", [
     (["run", "--guest", "debian-potato"], "unknown guest 'debian-potato'"),
     (["run", "--driver", "nope"], "unknown driver(s) nope"),
-    (["run", "--timeout-scale", "0"], "--timeout-scale must be positive"),
+    (["run", "--timeout-scale", "0"], "--timeout-scale and --workload-timeout must be positive"),
     (["images", "build", "--guest", "../etc"], "unknown guest '../etc'"),
     (["run", "--driver-dir", "tests/fixtures/thirdparty_ring"], "needs at least one --workload"),
     (["run", "--module-param", "pages=1"], "go with --driver-dir"),

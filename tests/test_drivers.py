@@ -119,3 +119,21 @@ def test_a_module_that_does_not_compile_is_reported(tmp_path: Path):
     log = Path(data["_dir"]) / guest["dir"] / "build" / "logs" / "broken_build.log"
     assert "undeclared_on_purpose" in log.read_text()
     assert (Path(data["_dir"]) / guest["dir"] / "console.log").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_fuzz_seed_is_recorded_and_replays(tmp_path: Path):
+    """The same seed makes the same calls: the fuzz figures repeat exactly."""
+    figures = []
+    for attempt in ("first", "again"):
+        r = run_cli("--driver", "mmap_remap", "--fuzz-seed", "424242", "--fuzz-ops", "3000",
+                    "--workload", str(Path(drivers.WORKLOADS_DIR) / "fuzz.c"),
+                    "--results", str(tmp_path / attempt))
+        assert r.returncode == 0, r.stdout + r.stderr
+        data = load_results(tmp_path / attempt)
+        assert data["fuzz"] == {"seed": 424242, "ops": 3000}
+        (fuzz,) = [w for w in data["guests"][0]["drivers"][0]["workloads"]
+                   if w["name"] == "fuzz"]
+        assert fuzz["metrics"]["seed"] == 424242
+        figures.append({k: fuzz["metrics"][k] for k in ("mmaps_ok", "ioctls_ok")})
+    assert figures[0] == figures[1]

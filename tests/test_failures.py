@@ -20,12 +20,13 @@ from harness.watcher import LINUX
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def run_fixture(kind: str, results: Path) -> tuple[subprocess.CompletedProcess, dict, Path]:
+def run_fixture(kind: str, results: Path,
+                *extra: str) -> tuple[subprocess.CompletedProcess, dict, Path]:
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run",
                         "--driver-dir", str(FIXTURES / f"bad_{kind}"),
                         "--device", f"/dev/bad_{kind}",
                         "--workload", str(FIXTURES / "bad_probe.c"),
-                        "--results", str(results)],
+                        "--results", str(results), *extra],
                        capture_output=True, text=True, timeout=900)
     (run_dir,) = [d for d in results.iterdir() if d.is_dir() and not d.is_symlink()]
     return r, json.loads((run_dir / "results.json").read_text()), run_dir
@@ -73,6 +74,16 @@ def test_leak_on_an_error_path_is_a_leak(tmp_path: Path):
     assert got["bad_probe"]["status"] == "pass"        # the errno was right...
     assert got["harness:free-memory"]["status"] == "fail"  # ...but pages leaked
     assert got["harness:free-memory"]["metrics"]["lost_kib"] > 4096
+
+
+@pytest.mark.integration
+def test_hung_workload_times_out_with_registers(tmp_path: Path):
+    r, data, run_dir = run_fixture("hang", tmp_path, "--workload-timeout", "10")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    row = rows(data)["bad_probe"]
+    assert row["status"] == "error" and "timed out after 10s" in row["message"]
+    registers = (run_dir / data["guests"][0]["dir"] / "registers.txt").read_text()
+    assert "RIP=" in registers and "CPU#0" in registers
 
 
 @pytest.mark.integration
