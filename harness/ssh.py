@@ -156,8 +156,8 @@ class GuestSSH:
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready():
-                    break
+                elif chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                    break  # the status may come before the last data: wait for EOF
                 elif time.monotonic() > deadline:
                     raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
                 elif chan.closed or not self._transport.is_active():

@@ -127,7 +127,6 @@ def test_fuzz_seed_is_recorded_and_replays(tmp_path: Path):
     figures = []
     for attempt in ("first", "again"):
         r = run_cli("--driver", "mmap_remap", "--fuzz-seed", "424242", "--fuzz-ops", "3000",
-                    "--workload", str(Path(drivers.WORKLOADS_DIR) / "fuzz.c"),
                     "--results", str(tmp_path / attempt))
         assert r.returncode == 0, r.stdout + r.stderr
         data = load_results(tmp_path / attempt)

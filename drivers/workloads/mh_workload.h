@@ -73,7 +73,7 @@ static inline void mh_check_errno(struct mh_report *r, long ret, int err, int wa
 
 static inline void mh_metric(struct mh_report *r, const char *key, double value)
 {
-	mh_append(r->metrics, ", \"%s\": %.6g", key, value);
+	mh_append(r->metrics, ", \"%s\": %.15g", key, value);
 }
 
 static inline int mh_finish(struct mh_report *r)
