@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, default=None)
     clean = isub.add_parser("clean", help="delete cached images")
     clean.add_argument("--guest", action="append", metavar="NAME")
+    clean.add_argument("--stale", action="store_true",
+                       help="keep what the current definitions and recipes use")
     clean.add_argument("--cache-dir", type=Path, default=None)
     return p
 
@@ -144,8 +146,10 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{row['kind']:<7} {row['name']:<48} {row['size_mib']:>6} MiB  {row['path']}")
         return 0
     if args.action == "clean":
+        keep = frozenset(images.current_keys(list(guests.all_definitions().values()))
+                         if args.stale else ())
         for name in args.guest or [None]:
-            for path in images.clean(cache, name):
+            for path in images.clean(cache, name, keep):
                 print(f"removed {path}")
         return 0
     for g in _guests(args.guest):

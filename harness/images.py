@@ -167,11 +167,25 @@ def list_images(cache: Cache) -> list[dict]:
     return rows
 
 
-def clean(cache: Cache, guest: str | None = None) -> list[Path]:
-    """Remove cached roots and images (of one guest, or all); returns what went."""
+def current_keys(definitions: list[GuestDefinition]) -> set[str]:
+    """The cache entries today's definitions and recipes would use."""
+    keys = set()
+    for d in definitions:
+        root_key = rootfs.recipe_key(d)
+        keys.add(root_key)
+        keys.update(_image_key(root_key, d, f) for f in Flavour)
+    return keys
+
+
+def clean(cache: Cache, guest: str | None = None,
+          keep: frozenset[str] = frozenset()) -> list[Path]:
+    """Remove cached roots and images (of one guest, or all) except `keep`;
+    returns what went."""
     removed = []
     for kind in ("roots", "images"):
         for entry in cache.entries(kind):
+            if entry.name in keep:
+                continue
             if guest is None or entry.name.startswith(f"{guest}-"):
                 cache.remove(entry)
                 removed.append(entry)

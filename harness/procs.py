@@ -1,7 +1,9 @@
 """Host subprocesses that can never outlive the harness.
 
-Every child gets its own process group (so the whole tree can be killed) and
-PR_SET_PDEATHSIG=SIGKILL (so it dies even if the harness is SIGKILLed).
+Every child gets its own process group (so the whole tree can be killed)
+and dies with the harness even when the harness is SIGKILLed: QEMU through
+PR_SET_PDEATHSIG, commands with children of their own (debootstrap, make)
+through harness.reaper, which takes their whole group down.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +22,19 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def set_parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
 def die_with_parent() -> None:
     """preexec_fn: the kernel SIGKILLs this child when the harness dies."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    set_parent_death_signal(signal.SIGKILL)
+
+
+def reaped(cmd: list[str]) -> list[str]:
+    """`cmd` run under harness.reaper, so its grandchildren die with us too."""
+    return [sys.executable, "-m", "harness.reaper", *cmd]
 
 
 def kill_group(pid: int) -> None:
@@ -43,9 +56,8 @@ def run_logged(cmd: list[str], log: Path, *, env: dict[str, str] | None = None,
     with log.open("ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
         out.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(reaped(cmd), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             while True:
                 try:
@@ -66,10 +78,9 @@ def run_captured(cmd: list[str], *, env: dict[str, str] | None = None,
     Setting `cancel` (from another thread) kills it; so does the timeout,
     after which the output so far is returned with exit status -9.
     """
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(reaped(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, text=True,
-                            errors="replace", start_new_session=True,
-                            preexec_fn=die_with_parent)
+                            errors="replace", start_new_session=True)
     deadline = time.monotonic() + timeout
     out = ""
     try:

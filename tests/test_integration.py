@@ -165,3 +165,44 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
         assert data["guests"][0]["error"].startswith("interrupted")
         console = only_run_dir(tmp_path) / "debian-bookworm-tiny" / "console.log"
         assert console.stat().st_size > 0
+
+
+def _children_named(pid_marker: str, name: str) -> list[str]:
+    """Processes called `name` whose command line mentions `pid_marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if name in cmdline and pid_marker in cmdline:
+            found.append(cmdline[:120])
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_image_build_leaves_nothing_half_built(sig, tmp_path: Path):
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "images", "build",
+                             "--cache-dir", str(cache)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _children_named(str(cache), "debootstrap"):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "debootstrap never started"
+        time.sleep(0.2)
+    time.sleep(3)  # well into the download
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 20
+    while _children_named(str(cache), "debootstrap") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _children_named(str(cache), "debootstrap") == []
+    roots = cache / "roots"
+    finished = [p for p in roots.iterdir() if not p.name.startswith(".")] if roots.exists() else []
+    assert finished == []  # a half-built root never counts as an image
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert not any(p.name.startswith(".tmp-") for p in roots.iterdir())
