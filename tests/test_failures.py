@@ -38,12 +38,12 @@ def rows(data: dict) -> dict[str, dict]:
     return {w["name"]: w for w in driver["workloads"]}
 
 
-@pytest.mark.integration
 # How the freed object is found depends on what slub left in it (poison, zeroes
 # from init_on_free, or its free-list pointer): any of these is the catch.
 UAF_WORDS = r"general protection fault|NULL pointer dereference|Poison overwritten|KASAN"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind, trace_words", [
     ("uaf", UAF_WORDS),
     ("warn", r"WARNING: CPU: \d+ PID: \d+ at .*bad_warn_mmap"),
