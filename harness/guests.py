@@ -66,7 +66,8 @@ class GuestDefinition:
 
 def _validate(g: GuestDefinition, where: str) -> None:
     if not _NAME.match(g.name):
-        raise ConfigError(f"{where}: name {g.name!r} must be lower-case letters, digits, '.' or '-'")
+        raise ConfigError(f"{where}: name {g.name!r} must be lower-case letters, digits, "
+                          "'.' or '-'")
     if g.family != "linux":
         raise ConfigError(f"{where}: family {g.family!r} cannot be booted yet",
                           hint="only 'linux' guests are supported")

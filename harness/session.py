@@ -23,13 +23,19 @@ from pathlib import Path
 from . import accel, images, load, results, workloads
 from .build import Builder
 from .cache import Cache
-from .drivers import INCLUDE_DIR, WORKLOADS_DIR
 from .driver_run import HOLDER, DriverRun, Limits
-from .errors import (BootError, ConfigError, GuestDied, HarnessError, HostError,
-                     Interrupted)
+from .drivers import INCLUDE_DIR, WORKLOADS_DIR
+from .errors import (
+    BootError,
+    ConfigError,
+    GuestDied,
+    HarnessError,
+    HostError,
+    Interrupted,
+)
+from .guest import Guest
 from .guests import Flavour, GuestDefinition
 from .plan import DriverPlan, Workload
-from .guest import Guest
 from .progress import Progress
 from .qemu import qemu_version
 from .render import render

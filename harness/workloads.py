@@ -38,7 +38,7 @@ def verdict(name: str, exit_status: int, stdout: str, stderr: str,
         return WorkloadResult(name, PASS, metrics, message, seconds)
     if not message:
         tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
-        how = f"killed by a signal" if exit_status < 0 else f"exit {exit_status}"
+        how = "killed by a signal" if exit_status < 0 else f"exit {exit_status}"
         message = f"{how}: {' | '.join(tail)}" if tail else how
     return WorkloadResult(name, FAIL, metrics, message, seconds)
 

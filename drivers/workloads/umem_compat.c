@@ -135,11 +135,7 @@ int main(int argc, char **argv)
 		return peer(argv[1]);
 	if (argc != 2)
 		return 2;
-	fd = mh_open_device(&r, argv[1]);
-	if (fd < 0)
-		return mh_finish(&r);
-	map = umem_map(fd, page, 0);
-	mh_check(&r, map != MAP_FAILED, "mmap", "%s", strerror(errno));
+	map = umem_open_page(&r, argv[1], page, &fd);
 	if (map == MAP_FAILED)
 		return mh_finish(&r);
 	check_area(&r, argv[1], map, page);

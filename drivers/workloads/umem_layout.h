@@ -35,6 +35,23 @@ static inline void *umem_map(int fd, size_t len, off_t offset)
 	return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
 }
 
+/*
+ * Open `device` and map this data model's page; MAP_FAILED (with the failed
+ * check recorded in `r`) when either step fails.
+ */
+static inline void *umem_open_page(struct mh_report *r, const char *device, size_t page,
+				   int *fd)
+{
+	void *map;
+
+	*fd = mh_open_device(r, device);
+	if (*fd < 0)
+		return MAP_FAILED;
+	map = umem_map(*fd, page, 0);
+	mh_check(r, map != MAP_FAILED, "mmap", "%s", strerror(errno));
+	return map;
+}
+
 static inline volatile uint64_t *umem_word(void *map, size_t offset)
 {
 	return (volatile uint64_t *)((char *)map + offset);
