@@ -43,7 +43,8 @@ def tree_digest(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def qemu_processes(marker: str) -> list[str]:
+def processes_with(*words: str) -> list[str]:
+    """Command lines of the processes whose command line holds every word."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -52,9 +53,13 @@ def qemu_processes(marker: str) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "qemu-system" in cmdline and marker in cmdline:
+        if all(w in cmdline for w in words):
             found.append(f"{proc.name}: {cmdline[:120]}")
     return found
+
+
+def qemu_processes(marker: str) -> list[str]:
+    return processes_with("qemu-system", marker)
 
 
 def test_default_run_end_to_end(tmp_path: Path):
@@ -168,21 +173,6 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
         assert console.stat().st_size > 0
 
 
-def _children_named(pid_marker: str, name: str) -> list[str]:
-    """Processes called `name` whose command line mentions `pid_marker`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if name in cmdline and pid_marker in cmdline:
-            found.append(cmdline[:120])
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_image_build_leaves_nothing_half_built(sig, tmp_path: Path):
     cache = tmp_path / "cache"
@@ -190,7 +180,7 @@ def test_interrupted_image_build_leaves_nothing_half_built(sig, tmp_path: Path):
                              "--cache-dir", str(cache)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not _children_named(str(cache), "debootstrap"):
+    while not processes_with("debootstrap", str(cache)):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "debootstrap never started"
         time.sleep(0.2)
@@ -198,9 +188,9 @@ def test_interrupted_image_build_leaves_nothing_half_built(sig, tmp_path: Path):
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     deadline = time.monotonic() + 20
-    while _children_named(str(cache), "debootstrap") and time.monotonic() < deadline:
+    while processes_with("debootstrap", str(cache)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _children_named(str(cache), "debootstrap") == []
+    assert processes_with("debootstrap", str(cache)) == []
     roots = cache / "roots"
     finished = [p for p in roots.iterdir() if not p.name.startswith(".")] if roots.exists() else []
     assert finished == []  # a half-built root never counts as an image
