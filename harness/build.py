@@ -28,6 +28,7 @@ class Builder:
         self.root = root
         self.cancel = cancel
         self.scratch: Path | None = None
+        self._includes: dict[Path, str] = {}   # host dir -> -I flag inside the root
 
     def __enter__(self) -> Builder:
         tmp = self.root.tree / "tmp"
@@ -94,6 +95,15 @@ class Builder:
         shutil.copyfile(built[0], ko)
         return ko
 
+    def _include(self, d: Path) -> str:
+        """-I for header directory `d`, copied into the build root once per Builder."""
+        assert self.scratch is not None
+        if d not in self._includes:
+            inside = self.scratch / f"include-{len(self._includes)}"
+            shutil.copytree(d, inside, ignore=shutil.ignore_patterns("*.c"))
+            self._includes[d] = f"-I{self._inside(inside)}"
+        return self._includes[d]
+
     def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
                  include_dirs: list[Path] | None = None) -> Path:
         """Compile one C workload statically (with -m32 for compat processes)."""
@@ -101,11 +111,7 @@ class Builder:
         name = source.stem + ("-m32" if m32 else "")
         work = self.scratch / f"{name}.c"
         shutil.copyfile(source, work)
-        includes = []
-        for i, d in enumerate(include_dirs or []):
-            inside = self.scratch / f"include-{name}-{i}"
-            shutil.copytree(d, inside, ignore=shutil.ignore_patterns("*.c"))
-            includes.append(f"-I{self._inside(inside)}")
+        includes = [self._include(d) for d in include_dirs or []]
         exe = self.scratch / name
         flags = ["-m32"] if m32 else []
         self._run(f"workload {name}",

@@ -196,12 +196,14 @@ class GuestRun:
             try:
                 with guest:
                     built = pool.submit(self._build, image, sources, cancel)
+
+                    def build_failed() -> bool:
+                        return built.done() and built.exception() is not None
                     try:
                         ssh = guest.wait_ssh(self.timeouts.boot, self.timeouts.silence,
-                                             abandon=lambda: (built.done() and
-                                                              built.exception() is not None))
+                                             abandon=build_failed)
                     except BootError:
-                        if built.done() and built.exception() is not None:
+                        if build_failed():
                             raise built.exception() from None  # the real cause
                         raise
                     g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
@@ -213,8 +215,7 @@ class GuestRun:
                         artifacts = built.result()
                         g.timings.build_s = round(artifacts.seconds, 3)
                         self._exercise(guest, ssh, artifacts)
-                    except GuestDied as e:
-                        g.error = ""  # a finding, not a harness failure: the rows say it
+                    except GuestDied as e:  # a finding, not a harness error: the rows say it
                         self.say("crash", f"guest stopped: {e}")
                     finally:
                         if guest.dead_reason() is None:
