@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import time
 
@@ -70,10 +71,12 @@ def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
                                module: str) -> WorkloadResult:
     """Start `holder` (maps the device, then sleeps); rmmod must fail until it is gone."""
     start = time.monotonic()
-    script = ('"$1" "$2" > /tmp/mmap-harness/hold.out 2>&1 & echo $!; '
-              'i=0; while [ $i -lt 300 ] && ! grep -q holding /tmp/mmap-harness/hold.out; '
-              'do i=$((i+1)); sleep 0.1; done; grep -q holding /tmp/mmap-harness/hold.out')
-    started = ssh.run(["sh", "-c", script, "hold", holder, device], timeout=HOLD_READY_TIMEOUT)
+    script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
+              'i=0; while [ $i -lt 300 ] && ! grep -q holding "$3"; '
+              'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
+    out = f"{posixpath.dirname(holder)}/hold.out"
+    started = ssh.run(["sh", "-c", script, "hold", holder, device, out],
+                      timeout=HOLD_READY_TIMEOUT)
     pid = started.stdout.split()[0] if started.stdout.split() else ""
     if not started.ok or not pid.isdigit():
         if pid.isdigit():
