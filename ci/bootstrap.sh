@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap busybox-static cpio zstd lz4
+APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap debian-archive-keyring gpgv
+              busybox-static cpio zstd lz4
               e2fsprogs util-linux python3-venv)
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then

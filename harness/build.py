@@ -1,38 +1,52 @@
-"""Compiling modules and workloads inside the guest's build root (chroot).
+"""Compiling modules and workloads in the guest's build root, each in a sandbox.
 
 The suite's own gcc and the kernel's own headers do the work, so a module is
-built by the compiler that built the guest kernel. Sources are copied into a
-scratch directory of the build root and the results copied out; the scratch
-directory is removed whatever happens.
+built by the compiler that built the guest kernel. Every job runs in a
+throwaway layer over the read-only root (harness.sandbox), as an unprivileged
+user, with only its own directory writable: what a Makefile writes anywhere
+else is discarded, and the cached root stays exactly as it was published.
+
+Sources are copied into a host scratch directory (the user's tree is never
+written); each job sees its copy at /build/<name>, where `make` runs with
+PWD set, as it runs on the author's machine. Products are copied out at once.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
 
+from . import sandbox
 from .errors import BuildError
-from .procs import run_captured
-from .rootfs import CHROOT_ENV, BuildRoot
+from .rootfs import BuildRoot
 
 BUILD_TIMEOUT = 600.0
+BUILD_DIR = "/build"
+INCLUDE_DIR = "/build/include"
+# What a workload's `#include "x.h"` can name next to it: copied with the source.
+HEADER_SUFFIXES = (".h", ".inc", ".def")
+# Build products of someone else's tree: never copied in, so make starts clean.
+STALE_PRODUCTS = ("*.ko", "*.o", "*.mod", "*.mod.c", ".*.cmd", "modules.order",
+                  "Module.symvers")
 
 
 class Builder:
-    """`with Builder(root) as b:` gives a scratch directory inside the build root."""
+    """`with Builder(root) as b:` builds against `root`; its scratch goes at exit."""
 
-    def __init__(self, root: BuildRoot, cancel: threading.Event | None = None) -> None:
+    def __init__(self, root: BuildRoot, cancel: threading.Event | None = None,
+                 timeout: float = BUILD_TIMEOUT) -> None:
         self.root = root
         self.cancel = cancel
+        self.timeout = timeout
         self.scratch: Path | None = None
-        self._includes: dict[Path, str] = {}   # host dir -> -I flag inside the root
+        self._includes: dict[Path, sandbox.Bind] = {}   # host dir -> its read-only copy
 
     def __enter__(self) -> Builder:
-        tmp = self.root.tree / "tmp"
-        self.scratch = Path(tempfile.mkdtemp(prefix="mmap-harness-build-", dir=tmp))
+        self.scratch = Path(tempfile.mkdtemp(prefix="mmap-harness-build-"))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -40,84 +54,107 @@ class Builder:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _inside(self, path: Path) -> str:
-        assert self.scratch is not None
-        return "/" + str(path.relative_to(self.root.tree))
+    @property
+    def kdir(self) -> str:
+        return f"/lib/modules/{self.root.kernel_release}/build"
 
-    def _run(self, what: str, cmd: list[str], log: Path) -> None:
-        result = run_captured(["chroot", str(self.root.tree), *cmd], env=CHROOT_ENV,
-                              timeout=BUILD_TIMEOUT, cancel=self.cancel)
+    def _workdir(self, name: str) -> Path:
+        """A new scratch directory the build user may write."""
+        assert self.scratch is not None
+        work = self.scratch / name
+        work.mkdir()
+        return work
+
+    def _hand_over(self, tree: Path) -> None:
+        """Give `tree` to the build user, who writes its products there."""
+        for dirpath, dirnames, filenames in os.walk(tree):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                os.lchown(name, sandbox.BUILD_UID, sandbox.BUILD_GID)
+
+    def _run(self, what: str, argv: list[str], cwd: str, binds: list[sandbox.Bind],
+             log: Path) -> None:
+        job = sandbox.Job(str(self.root.tree), argv, cwd, binds,
+                          kernel_release=self.root.kernel_release)
+        result = sandbox.run(job, self.timeout, self.cancel)
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"$ {' '.join(cmd)}\n{result.stdout}")
+        log.write_text(f"$ cd {cwd} && {' '.join(argv)}\n{result.stdout}")
         if result.returncode != 0:
             raise BuildError(what, result.stdout, str(log))
 
+    def _copy_out(self, built: Path, out_dir: Path, mode: int = 0o644) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / built.name
+        shutil.copyfile(built, target)
+        target.chmod(mode)
+        return target
+
     def module(self, src: Path, name: str, out_dir: Path, log: Path) -> Path:
         """Build the Kbuild tree `src` into `<out_dir>/<name>.ko`."""
-        assert self.scratch is not None
-        work = self.scratch / src.name
-        shutil.copytree(src, work)
-        kdir = f"/lib/modules/{self.root.kernel_release}/build"
-        self._run(f"module {name}", ["make", "-C", kdir, f"M={self._inside(work)}", "modules"],
-                  log)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ko = out_dir / f"{name}.ko"
-        shutil.copyfile(work / f"{name}.ko", ko)
-        return ko
+        work = self._workdir(f"module-{name}")
+        shutil.copytree(src, work, dirs_exist_ok=True)
+        self._hand_over(work)
+        inside = f"{BUILD_DIR}/{name}"
+        self._run(f"module {name}", ["make", "-C", self.kdir, f"M={inside}", "modules"],
+                  inside, [sandbox.Bind(str(work), inside, writable=True)], log)
+        return self._copy_out(work / f"{name}.ko", out_dir)
 
     def external_module(self, src: Path, make_args: list[str], out_dir: Path,
                         log: Path) -> Path:
         """Build someone else's module with its own Makefile (or plain Kbuild).
 
-        The kernel build directory is passed the usual ways; a Makefile that
-        says `KDIR ?= /lib/modules/$(shell uname -r)/build` would otherwise
-        find the host's kernel, not the guest's.
+        `make` runs in the module's directory with PWD set to it and `uname -r`
+        answering the guest's release, so `M=$(PWD)`, `$(shell pwd)` and
+        `KDIR ?= /lib/modules/$(shell uname -r)/build` all mean what their
+        author meant; the kernel directory is also passed the usual ways.
         """
-        assert self.scratch is not None
-        work = self.scratch / src.name
-        shutil.copytree(src, work, symlinks=True,
-                        ignore=shutil.ignore_patterns("*.ko", "*.o", ".*.cmd"))
-        kdir = f"/lib/modules/{self.root.kernel_release}/build"
-        inside = self._inside(work)
-        if any((work / f).is_file() for f in ("Makefile", "makefile")):
-            cmd = ["make", "-C", inside, f"KERNEL_SRC={kdir}", f"KDIR={kdir}",
-                   f"KERNELDIR={kdir}", *make_args]
+        work = self._workdir(f"external-{src.name}")
+        shutil.copytree(src, work, symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(*STALE_PRODUCTS))
+        self._hand_over(work)
+        inside = f"{BUILD_DIR}/{src.name}"
+        if any((work / f).is_file() for f in ("Makefile", "makefile", "GNUmakefile")):
+            argv = ["make", f"KERNEL_SRC={self.kdir}", f"KDIR={self.kdir}",
+                    f"KERNELDIR={self.kdir}", *make_args]
         else:
-            cmd = ["make", "-C", kdir, f"M={inside}", "modules", *make_args]
-        self._run(f"the module in {src}", cmd, log)
+            argv = ["make", "-C", self.kdir, f"M={inside}", "modules", *make_args]
+        self._run(f"the module in {src}", argv, inside,
+                  [sandbox.Bind(str(work), inside, writable=True)], log)
         built = sorted(work.rglob("*.ko"))
         if len(built) != 1:
             names = ", ".join(p.name for p in built) or "none"
             raise BuildError(f"the module in {src}",
                              f"expected the build to produce one .ko, found: {names}", str(log))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ko = out_dir / built[0].name
-        shutil.copyfile(built[0], ko)
-        return ko
+        return self._copy_out(built[0], out_dir)
 
-    def _include(self, d: Path) -> str:
-        """-I for header directory `d`, copied into the build root once per Builder."""
-        assert self.scratch is not None
+    def _include(self, d: Path) -> sandbox.Bind:
+        """A read-only copy of header directory `d`, made once per Builder."""
         if d not in self._includes:
-            inside = self.scratch / f"include-{len(self._includes)}"
-            shutil.copytree(d, inside, ignore=shutil.ignore_patterns("*.c"))
-            self._includes[d] = f"-I{self._inside(inside)}"
+            copy = self._workdir(f"include-{len(self._includes)}")
+            shutil.copytree(d, copy, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.c", *STALE_PRODUCTS))
+            inside = f"{INCLUDE_DIR}/{len(self._includes)}"
+            self._includes[d] = sandbox.Bind(str(copy), inside)
         return self._includes[d]
 
     def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
                  include_dirs: list[Path] | None = None) -> Path:
-        """Compile one C workload statically (with -m32 for compat processes)."""
-        assert self.scratch is not None
+        """Compile one C workload statically (with -m32 for compat processes).
+
+        It is compiled beside the headers of its own directory, so
+        `#include "mydrv.h"` finds what its author put next to it; then
+        `include_dirs` (a driver's directory, the harness's headers).
+        """
         name = source.stem + ("-m32" if m32 else "")
-        work = self.scratch / f"{name}.c"
-        shutil.copyfile(source, work)
+        work = self._workdir(f"workload-{name}")
+        for f in source.parent.iterdir():
+            if f.is_file() and (f.suffix in HEADER_SUFFIXES or f == source):
+                shutil.copyfile(f, work / f.name)
+        self._hand_over(work)
         includes = [self._include(d) for d in include_dirs or []]
-        exe = self.scratch / name
+        inside = f"{BUILD_DIR}/{name}"
         flags = ["-m32"] if m32 else []
         self._run(f"workload {name}",
-                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", *includes, "-o",
-                   self._inside(exe), self._inside(work)], log)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(exe, out_dir / name)
-        (out_dir / name).chmod(0o755)
-        return out_dir / name
+                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror",
+                   *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
+                  inside, [sandbox.Bind(str(work), inside, writable=True), *includes], log)
+        return self._copy_out(work / name, out_dir, 0o755)

@@ -20,7 +20,9 @@ PAGE_SIZE = 4096
 # and the page cache dropped: under 200 KiB in a tiny guest; up to ~800 KiB for
 # the first module a systemd guest loads (journald, sysfs).
 FREE_TOLERANCE_KIB = 1536
-HOLD_READY_TIMEOUT = 30.0
+HOLD_READY_TIMEOUT = 30.0   # base seconds for the holder to map the device
+HOLD_POLL_S = 0.1           # the in-guest loop's sleep (busybox takes fractions)
+COMMAND_SLACK_S = 10.0      # the SSH command around that loop gets this much more
 
 
 def free_kib(ssh: GuestSSH) -> int:
@@ -72,11 +74,12 @@ def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
     """Start `holder` (maps the device, then sleeps); rmmod must fail until it is gone."""
     start = time.monotonic()
     script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
-              'i=0; while [ $i -lt 300 ] && ! grep -q holding "$3"; '
+              'i=0; while [ $i -lt "$4" ] && ! grep -q holding "$3"; '
               'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
     out = f"{posixpath.dirname(holder)}/hold.out"
-    started = ssh.run(["sh", "-c", script, "hold", holder, device, out],
-                      timeout=HOLD_READY_TIMEOUT)
+    polls = int(HOLD_READY_TIMEOUT * ssh.timeout_scale / HOLD_POLL_S)
+    started = ssh.run(["sh", "-c", script, "hold", holder, device, out, str(polls)],
+                      timeout=HOLD_READY_TIMEOUT + COMMAND_SLACK_S)
     pid = started.stdout.split()[0] if started.stdout.split() else ""
     if not started.ok or not pid.isdigit():
         if pid.isdigit():

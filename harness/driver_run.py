@@ -21,6 +21,8 @@ from .results import ERROR, KERNEL_CRASH, DriverResult, Timings, WorkloadResult
 from .ssh import GuestSSH
 
 HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
+# error_kind of a driver: it would not load or unload, or a command in its run hung.
+DRIVER, HANG = "driver", "hang"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class DriverRun:
         if not d.error and device and not load.has_char_device(self.ssh, device):
             d.error = f"{device} did not appear after insmod"
         d.loaded = not d.error
+        d.error_kind = DRIVER if d.error else ""
         self.timings.load_s += round(time.monotonic() - start, 3)
         self.say("load", f"{self.module}: {'loaded' if d.loaded else d.error}")
         return d.loaded
@@ -94,6 +97,7 @@ class DriverRun:
         d, start = self.result, time.monotonic()
         self.step = "unload"
         d.error = load.rmmod(self.ssh, self.module, self.limits.command_s)
+        d.error_kind = DRIVER if d.error else ""
         d.taint = load.taint(self.ssh)
         d.taint_flags = results.taint_flags(d.taint)
         log = load.dmesg(self.ssh)
@@ -114,7 +118,7 @@ class DriverRun:
             message += " (no kernel report on the console; see console.log)"
         self._record(WorkloadResult(self.step, KERNEL_CRASH, metrics,
                                     f"{message}\n{trace}".rstrip()))
-        self.result.error = message
+        self.result.error, self.result.error_kind = message, GuestDied.kind
         if trace:
             self.say("crash", f"{self.module}: kernel report:\n{trace}")
 
@@ -126,4 +130,4 @@ class DriverRun:
         message = (f"{self.step} timed out after {e.timeout:.0f}s (the guest counts as hung); "
                    f"vCPU registers in {registers.name}, last console lines:\n{tail}")
         self._record(WorkloadResult(self.step, ERROR, {}, message, e.timeout))
-        self.result.error = f"a command hung during {self.step}"
+        self.result.error, self.result.error_kind = f"a command hung during {self.step}", HANG

@@ -5,15 +5,18 @@
      +-- HostError               the host lacks something (a tool, root, disk space)
      +-- InfraError              the harness or the host failed while working
      |    +-- ImageBuildError    debootstrap/apt/initramfs failed (log kept)
-     |    +-- SSHError           the guest's SSH could not be reached or trusted
+     |    +-- SSHError           the guest's SSH could not be reached or used
+     |    |    +-- SSHTrustError the guest showed another host key or refused our key
      |    +-- CommandTimeout     a guest command overran its timeout
      +-- BootError               the guest kernel did not come up (console tail kept)
      +-- GuestDied               the guest stopped answering mid-run: a kernel crash or a hang
- +-- BuildError              a module or workload did not compile (compiler output kept)
+     +-- BuildError              a module or workload did not compile (compiler output kept)
      +-- Interrupted             SIGINT/SIGTERM arrived; the run was stopped cleanly
 
 Kernel failures (BootError) and harness failures (InfraError) are kept apart,
 as syzkaller's vm layer does: the first is a finding, the second a broken tool.
+Each class names whose failure it is in `kind`, which results.json records as
+`error_kind`: input, infra, boot, build, kernel-crash or interrupted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class HarnessError(Exception):
     """Base of every error the CLI turns into a one-paragraph message."""
 
     hint: str = ""
+    kind: str = "infra"
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -36,6 +40,8 @@ class HarnessError(Exception):
 
 class ConfigError(HarnessError):
     """A guest definition, driver spec or command-line value is invalid."""
+
+    kind = "input"
 
 
 class HostError(HarnessError):
@@ -55,7 +61,13 @@ class ImageBuildError(InfraError):
 
 
 class SSHError(InfraError):
-    """The guest's SSH server could not be reached, trusted or used."""
+    """The guest's SSH server could not be reached or used."""
+
+
+class SSHTrustError(SSHError):
+    """The guest showed a host key other than the image's, or refused the
+    image's client key: the image or the port is not what the harness made,
+    which is never the kernel's fault."""
 
 
 class CommandTimeout(InfraError):
@@ -71,6 +83,8 @@ class CommandTimeout(InfraError):
 class BootError(HarnessError):
     """The guest kernel did not reach SSH; `console_tail` holds its last words."""
 
+    kind = "boot"
+
     def __init__(self, message: str, console_tail: str = "", hint: str = "") -> None:
         tail = f"\n--- last console lines ---\n{console_tail}" if console_tail else ""
         super().__init__(message + tail, hint)
@@ -80,9 +94,13 @@ class BootError(HarnessError):
 class GuestDied(HarnessError):
     """The guest crashed or hung while the harness was using it."""
 
+    kind = "kernel-crash"
+
 
 class BuildError(HarnessError):
     """A driver or workload failed to compile; `output` is the compiler's."""
+
+    kind = "build"
 
     def __init__(self, what: str, output: str, log: str = "") -> None:
         where = f" (log: {log})" if log else ""
@@ -93,3 +111,5 @@ class BuildError(HarnessError):
 
 class Interrupted(HarnessError):
     """The run was interrupted by a signal and cleaned up."""
+
+    kind = "interrupted"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import BootError, SSHError
+from .errors import BootError, SSHError, SSHTrustError
 from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
@@ -31,10 +31,11 @@ def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> Machi
 
 class Guest:
     def __init__(self, image: GuestImage, accel: str, workdir: Path, console_log: Path,
-                 kernel_args: list[str] | None = None) -> None:
+                 kernel_args: list[str] | None = None, timeout_scale: float = 1.0) -> None:
         self.image = image
+        self.timeout_scale = timeout_scale
         self.machine = Machine(machine_spec(image, accel, kernel_args or []), workdir,
-                               console_log)
+                               console_log, timeout_scale)
         self.ssh: GuestSSH | None = None
         self.watcher: Watcher | None = None
         self.boot_to_ssh_s = 0.0
@@ -74,7 +75,9 @@ class Guest:
 
     def wait_ssh(self, timeout: float, silence: float = 60.0,
                  abandon: Callable[[], bool] = lambda: False) -> GuestSSH:
-        """Wait for the guest's sshd and log in; BootError if it never answers.
+        """Wait for the guest's sshd and log in; BootError if it never answers,
+        SSHTrustError (the harness's problem, not the kernel's) if it answers
+        with the wrong key or refuses ours. `timeout` and `silence` are scaled.
 
         The wait ends early when the kernel crashes, when the console says
         nothing for `silence` seconds (a hang), or when `abandon` returns True
@@ -90,7 +93,9 @@ class Guest:
         try:
             self.ssh = GuestSSH.wait(port, load_public(self.image.root.host_key_pub),
                                      load_private(self.image.root.client_key), timeout,
-                                     keep_waiting)
+                                     keep_waiting, self.timeout_scale)
+        except SSHTrustError:
+            raise
         except SSHError as e:
             why = e.message
             if watcher.fatal.is_set():

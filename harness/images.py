@@ -78,7 +78,7 @@ def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
 
     def build_root(tmp: Path) -> None:
         log = cache.root / "logs" / f"{root_key}-{int(time.time())}.log"
-        rootfs.build(definition, tmp, log, progress)
+        rootfs.build(definition, tmp, log, cache.root / "debs", progress)
 
     root = BuildRoot(cache.get_or_build("roots", root_key, build_root,
                                         waiting(f"the {definition.name} build root"),

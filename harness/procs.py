@@ -71,16 +71,19 @@ def run_logged(cmd: list[str], log: Path, *, env: dict[str, str] | None = None,
 
 
 def run_captured(cmd: list[str], *, env: dict[str, str] | None = None,
-                 timeout: float = 600.0,
-                 cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str]:
+                 timeout: float = 600.0, cancel: threading.Event | None = None,
+                 reap: bool = True) -> subprocess.CompletedProcess[str]:
     """Run `cmd` to completion and return its combined output as text.
 
     Setting `cancel` (from another thread) kills it; so does the timeout,
     after which the output so far is returned with exit status -9.
+    `reap=False` is for a command that takes its children down itself when
+    it dies (unshare --kill-child): it only gets PR_SET_PDEATHSIG.
     """
-    proc = subprocess.Popen(reaped(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    argv, preexec = (reaped(cmd), None) if reap else (cmd, die_with_parent)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, text=True,
-                            errors="replace", start_new_session=True)
+                            errors="replace", start_new_session=True, preexec_fn=preexec)
     deadline = time.monotonic() + timeout
     out = ""
     try:

@@ -23,6 +23,8 @@ from .errors import BootError, HostError, InfraError
 from .procs import die_with_parent, kill_group
 
 QEMU_BINARY = "qemu-system-x86_64"
+QMP_CONNECT_S = 15.0    # from launch to QEMU's monitor answering
+QUIT_S = 10.0           # from QMP quit to the process gone, before it is killed
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY)
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
         "-append", " ".join(spec.kernel_args),
         # Port 0: the host kernel picks a free port, read back over QMP (no race).
-        "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:0-:22",
+        # restrict=on: the guest reaches nothing, not even the host's loopback
+        # services through 10.0.2.2; the forward into the guest still works.
+        "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-device", "virtio-rng-pci",
     ]
@@ -91,8 +95,10 @@ class State(enum.Enum):
 class Machine:
     """One QEMU process with its console reader and QMP connection."""
 
-    def __init__(self, spec: MachineSpec, workdir: Path, console_log: Path) -> None:
+    def __init__(self, spec: MachineSpec, workdir: Path, console_log: Path,
+                 timeout_scale: float = 1.0) -> None:
         self.spec = spec
+        self.timeout_scale = timeout_scale
         self.workdir = workdir
         self.console_log = console_log
         self.qmp_socket = workdir / "qmp.sock"
@@ -109,8 +115,9 @@ class Machine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, qmp_timeout: float = 15.0) -> None:
-        """Launch QEMU; raises BootError if it exits before its monitor answers."""
+    def start(self, qmp_timeout: float = QMP_CONNECT_S) -> None:
+        """Launch QEMU; raises BootError if it exits before its monitor answers.
+        Timeouts here and in stop() are base seconds times `timeout_scale`."""
         if self.state is not State.NEW:
             raise InfraError(f"machine {self.spec.name} was already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +130,7 @@ class Machine:
         self.console = Console(self._child, self.console_log)
         self.console.start()
         try:
-            self._connect_qmp(qmp_timeout)
+            self._connect_qmp(qmp_timeout * self.timeout_scale)
         except BaseException:
             self.stop()
             raise
@@ -175,9 +182,10 @@ class Machine:
         except Exception:  # the report must not fail on a dead monitor
             return ""
 
-    def stop(self, timeout: float = 10.0) -> float:
+    def stop(self, timeout: float = QUIT_S) -> float:
         """Quit through QMP, kill if that does not work; always reaps. Returns seconds."""
         start = time.monotonic()
+        timeout *= self.timeout_scale
         if self.state is State.RUNNING and self._child is not None:
             if self._qmp is not None:
                 try:

@@ -10,6 +10,8 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
         "name", "flavour", "kernel_release" (the guest's `uname -r`),
         "accel": "tcg" | "kvm", "accel_reason", "cpu_model", "compiler",
         "kernel_compiler", "status": "pass" | "fail" | "error", "error",
+        "error_kind" (whose failure "error" is, empty when there is none:
+            "input", "infra", "boot", "build", "kernel-crash", "interrupted"),
         "dir" (this guest's files, relative to the run directory),
         "kernel_reports": [{"kind", "fatal", "first_line", "at_s", "text"}]
             (oops, BUG, WARNING, KASAN, panic... seen on the console),
@@ -17,6 +19,8 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
                     "workloads_s", "shutdown_s", "total_s"},
         "drivers": [{
             "name", "loaded", "taint", "taint_flags", "error",
+            "error_kind" ("", "driver": insmod/rmmod refused or no device node,
+                          "kernel-crash", "hang"),
             "workloads": [{"name", "status": "pass" | "fail" | "error" | "kernel-crash",
                            "metrics": {...}, "message", "seconds"}]}]}]}
 """
@@ -54,6 +58,7 @@ class DriverResult:
     taint: int = 0
     taint_flags: list[str] = field(default_factory=list)
     error: str = ""
+    error_kind: str = ""
     workloads: list[WorkloadResult] = field(default_factory=list)
 
     @property
@@ -85,6 +90,7 @@ class GuestResult:
     kernel_compiler: str = ""
     status: str = ERROR
     error: str = ""
+    error_kind: str = ""
     timings: Timings = field(default_factory=Timings)
     drivers: list[DriverResult] = field(default_factory=list)
     kernel_reports: list[dict] = field(default_factory=list)

@@ -16,10 +16,12 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import keys
-from .errors import ImageBuildError
+from filelock import FileLock
+
+from . import keys, sandbox
+from .errors import HostError, ImageBuildError
 from .guests import GuestDefinition
-from .procs import run_captured, run_logged
+from .procs import run_logged
 from .progress import Progress
 
 # Bumped by hand when the recipe below changes in a way the source hash misses.
@@ -28,8 +30,12 @@ BASE_PACKAGES = [
     "openssh-server", "busybox-static", "kmod", "make", "libc6-dev",
     "gcc-multilib", "systemd-sysv", "udev", "iproute2",
 ]
-CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C",
-              "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}
+# Release files are checked against Debian's keys, or debootstrap stops.
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# In namespaces of its own: the /proc and /sys debootstrap mounts in the new
+# tree vanish with it, and every process it starts dies with it.
+CONFINED = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+            "--kill-child=SIGKILL"]
 SSHD_CONFIG = """\
 # Written by mmap-harness: key-only root login for the harness.
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -89,10 +95,15 @@ def packages(definition: GuestDefinition) -> list[str]:
             *BASE_PACKAGES, *d.extra_packages]
 
 
-def build(definition: GuestDefinition, out: Path, log: Path, progress: Progress) -> None:
-    """Populate `out` (a fresh directory) with root/, keys/ and manifest.json."""
+def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
+          progress: Progress) -> None:
+    """Populate `out` (a fresh directory) with root/, keys/ and manifest.json.
+
+    `debs` keeps downloaded packages between builds (debootstrap checks each
+    one against the signed Release file before using it).
+    """
     tree = out / "root"
-    _debootstrap(definition, tree, log, progress)
+    _debootstrap(definition, tree, log, debs / definition.debian.suite, progress)
     progress.say("image", "configuring the build root (ssh keys, network, fstab)")
     (out / "keys").mkdir()
     client_pub = keys.write_keypair(out / "keys" / "harness_ed25519", "mmap-harness")
@@ -110,21 +121,31 @@ def build(definition: GuestDefinition, out: Path, log: Path, progress: Progress)
     shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
 
 
-def _debootstrap(definition: GuestDefinition, tree: Path, log: Path,
+def _debootstrap(definition: GuestDefinition, tree: Path, log: Path, debs: Path,
                  progress: Progress) -> None:
     d = definition.debian
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages(definition))}",
-           d.suite, str(tree)]
+    if not ARCHIVE_KEYRING.is_file():
+        raise HostError(f"{ARCHIVE_KEYRING} is missing: debootstrap cannot check the "
+                        "archive's signatures",
+                        hint="install debian-archive-keyring and gpgv "
+                             "(`bash ci/bootstrap.sh` does)")
+    debs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cmd = [*CONFINED, "debootstrap", "--variant=minbase", f"--keyring={ARCHIVE_KEYRING}",
+           "--force-check-gpg", f"--cache-dir={debs.resolve()}",
+           f"--include={','.join(packages(definition))}", d.suite, str(tree)]
     if d.mirror:
         cmd.append(d.mirror)
     progress.say("image", f"debootstrap {d.suite} with {len(packages(definition))} packages "
                  f"(a few minutes; log: {log})")
-    rc = run_logged(cmd, log, tick=progress.ticker("image", "debootstrap"))
+    with FileLock(str(debs.parent / f".{debs.name}.lock")):  # one writer per package cache
+        rc = run_logged(cmd, log, tick=progress.ticker("image", "debootstrap"))
     if rc != 0:
         raise ImageBuildError(
             f"debootstrap of {d.suite} failed (exit {rc})", log=str(log),
             hint="check that Debian's package mirror is reachable and the suite "
-                 "and package names exist; the log's last lines say which step failed")
+                 "and package names exist; the log's last lines say which step failed "
+                 "(a signature error: the Release file did not verify against "
+                 "debian-archive-keyring, so update that package)")
 
 
 def _configure(tree: Path, client_pub: str, hostname: str) -> None:
@@ -165,7 +186,8 @@ def _kernel_compiler(tree: Path, release: str) -> str:
 
 
 def chroot_output(tree: Path, cmd: list[str]) -> str:
-    result = run_captured(["chroot", str(tree), *cmd], env=CHROOT_ENV, timeout=60)
+    """The output of `cmd` run in the tree, in a throwaway layer (the tree is never written)."""
+    result = sandbox.run(sandbox.Job(str(tree), cmd), timeout=60)
     if result.returncode != 0:
         raise ImageBuildError(f"`{' '.join(cmd)}` failed in the build root: {result.stdout}")
     return result.stdout

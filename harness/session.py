@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import accel, images, load, results, workloads
-from .build import Builder
+from .build import BUILD_TIMEOUT, Builder
 from .cache import Cache
 from .driver_run import HOLDER, DriverRun, Limits
 from .drivers import INCLUDE_DIR, WORKLOADS_DIR
@@ -45,12 +45,14 @@ from .ssh import GuestSSH
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Base seconds, fit for TCG on a 2-core host; `scale` stretches them all."""
+    """Base seconds, fit for TCG on a 2-core host; `scale` stretches them all
+    (the guest's SSH connection scales the command and workload ones itself)."""
 
     boot_s: float = 120.0
     command_s: float = 120.0
     workload_s: float = 300.0
     silence_s: float = 60.0     # no console output while booting: hung
+    build_s: float = BUILD_TIMEOUT
     scale: float = 1.0
 
     @property
@@ -58,16 +60,12 @@ class Timeouts:
         return self.boot_s * self.scale
 
     @property
-    def command(self) -> float:
-        return self.command_s * self.scale
-
-    @property
-    def workload(self) -> float:
-        return self.workload_s * self.scale
-
-    @property
     def silence(self) -> float:
         return self.silence_s * self.scale
+
+    @property
+    def build(self) -> float:
+        return self.build_s * self.scale
 
 
 # Misuse of memory must crash loudly instead of passing by luck.
@@ -158,13 +156,13 @@ class GuestRun:
             image = self._image()
             self._boot_and_exercise(image)
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
-            g.error = f"interrupted: {e or type(e).__name__}"
+            g.error, g.error_kind = f"interrupted: {e or type(e).__name__}", Interrupted.kind
             raise
         except (ConfigError, HostError) as e:  # the same for every guest: stop here
-            g.error = str(e)
+            g.error, g.error_kind = str(e), e.kind
             raise
         except HarnessError as e:
-            g.error = str(e)
+            g.error, g.error_kind = str(e), e.kind
             self.say("error", str(e))
         finally:
             g.timings.total_s = round(time.monotonic() - start, 3)
@@ -192,7 +190,7 @@ class GuestRun:
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
             guest = Guest(image, choice.accel, Path(tmp), self.dir / "console.log",
-                          self.opts.guest_kernel_args())
+                          self.opts.guest_kernel_args(), self.timeouts.scale)
             try:
                 with guest:
                     built = pool.submit(self._build, image, sources, cancel)
@@ -232,10 +230,13 @@ class GuestRun:
         start = time.monotonic()
         art = Artifacts()
         out, logs = self.dir / "build", self.dir / "build" / "logs"
-        includes = [WORKLOADS_DIR, INCLUDE_DIR]
+        # A workload sees the headers beside it, then its driver's (a test
+        # program includes the driver's ioctl header), then the harness's.
+        includes = [p.external.source_dir for p in self.opts.drivers if p.external]
+        includes += [WORKLOADS_DIR, INCLUDE_DIR]
         wanted = {Workload(HOLDER, WORKLOADS_DIR / f"{HOLDER}.c")}
         wanted |= {w for p in self.opts.drivers for w in p.workloads}
-        with Builder(image.root, cancel) as b:
+        with Builder(image.root, cancel, self.timeouts.build) as b:
             for p in self.opts.drivers:
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (
@@ -256,7 +257,7 @@ class GuestRun:
         for path in [*art.modules.values(), *art.workloads.values()]:
             ssh.put(path, f"{remote}/{path.name}", 0o755)
         env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
-        limits = Limits(self.timeouts.command, self.timeouts.workload, env)
+        limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.opts.drivers:
             run = DriverRun(guest, ssh, plan, art.modules[plan.key], self.dir, limits,
                             self.result.timings, self.say)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import CommandTimeout, GuestDied, SSHError
+from .errors import CommandTimeout, GuestDied, SSHError, SSHTrustError
 
 HOST = "127.0.0.1"
 USER = "root"
 DEATH_GRACE_S = 3.0
 SIGNAL_SETTLE_S = 0.5
+HANDSHAKE_S = 20.0
+OPEN_SESSION_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,15 @@ def banner_socket(port: int, timeout: float = 1.0) -> _Replayed | None:
 
 
 class GuestSSH:
-    """An authenticated SSH transport to one guest."""
+    """An authenticated SSH transport to one guest.
 
-    def __init__(self, transport: paramiko.Transport) -> None:
+    Every timeout given to it is in base seconds and multiplied by
+    `timeout_scale` here, once (`--timeout-scale` for slow hosts).
+    """
+
+    def __init__(self, transport: paramiko.Transport, timeout_scale: float = 1.0) -> None:
         self._transport = transport
+        self.timeout_scale = timeout_scale
         self._sftp: paramiko.SFTPClient | None = None
         # Polled while a command runs: a reason when the guest is known dead
         # (a fatal kernel report, QEMU gone), so nobody waits for a timeout.
@@ -94,8 +101,11 @@ class GuestSSH:
 
     @classmethod
     def connect(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
-                timeout: float = 20.0, sock: _Replayed | socket.socket | None = None) -> GuestSSH:
-        """Connect and authenticate; refuses a server whose key is not `host_key`."""
+                timeout_scale: float = 1.0,
+                sock: _Replayed | socket.socket | None = None) -> GuestSSH:
+        """Connect and authenticate; SSHTrustError for a server whose key is
+        not `host_key` or that refuses `client_key`."""
+        timeout = HANDSHAKE_S * timeout_scale
         try:
             if sock is None:
                 sock = socket.create_connection((HOST, port), timeout=timeout)
@@ -108,7 +118,7 @@ class GuestSSH:
         offered = transport.get_remote_server_key()
         if offered.get_name() != host_key.get_name() or offered.asbytes() != host_key.asbytes():
             transport.close()
-            raise SSHError(
+            raise SSHTrustError(
                 f"the guest on port {port} showed host key {offered.get_fingerprint().hex()} "
                 f"({offered.get_name()}), not the image's pinned key "
                 f"{host_key.get_fingerprint().hex()}: refusing to connect",
@@ -118,32 +128,36 @@ class GuestSSH:
             transport.auth_publickey(USER, client_key)
         except paramiko.SSHException as e:
             transport.close()
-            raise SSHError(f"the guest refused the harness's key: {e}",
-                           hint="rebuild the image: `mmap-harness images clean`") from None
+            raise SSHTrustError(f"the guest refused the harness's key: {e}",
+                                hint="rebuild the image: `mmap-harness images clean`") \
+                from None
         transport.set_keepalive(5)
-        return cls(transport)
+        return cls(transport, timeout_scale)
 
     @classmethod
     def wait(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
-             timeout: float, alive: Callable[[], bool]) -> GuestSSH:
-        """Poll until the guest's sshd answers, then connect; SSHError on timeout."""
+             timeout: float, alive: Callable[[], bool], timeout_scale: float = 1.0) -> GuestSSH:
+        """Poll until the guest's sshd answers, then connect; SSHError on
+        timeout (`timeout` is already scaled: it is the caller's boot budget)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and alive():
             sock = banner_socket(port)
             if sock is not None:
-                return cls.connect(port, host_key, client_key, sock=sock)
+                return cls.connect(port, host_key, client_key, timeout_scale, sock=sock)
             time.sleep(0.05)
         state = "QEMU exited" if not alive() else f"no SSH banner within {timeout:.0f}s"
         raise SSHError(f"the guest's SSH server never answered: {state}")
 
     def run(self, command: list[str] | str, timeout: float = 60.0,
             check: bool = False) -> CommandResult:
-        """Run `command` (an argv list is quoted for the guest's shell)."""
+        """Run `command` (an argv list is quoted for the guest's shell);
+        CommandTimeout after `timeout` base seconds times the scale."""
         text = command if isinstance(command, str) else shlex.join(command)
+        timeout *= self.timeout_scale
         start = time.monotonic()
         self._check_alive()
         try:
-            chan = self._transport.open_session(timeout=10)
+            chan = self._transport.open_session(timeout=OPEN_SESSION_S * self.timeout_scale)
             chan.exec_command(text)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self._check_alive()

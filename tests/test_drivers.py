@@ -116,6 +116,7 @@ def test_a_module_that_does_not_compile_is_reported(tmp_path: Path):
     data = load_results(tmp_path)
     guest = data["guests"][0]
     assert guest["status"] == "error" and "failed to compile" in guest["error"]
+    assert guest["error_kind"] == "build"   # the driver's failure, not the harness's
     log = Path(data["_dir"]) / guest["dir"] / "build" / "logs" / "broken_build.log"
     assert "undeclared_on_purpose" in log.read_text()
     assert (Path(data["_dir"]) / guest["dir"] / "console.log").stat().st_size > 0

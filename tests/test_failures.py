@@ -57,6 +57,7 @@ def test_crashing_driver_is_a_kernel_crash_with_its_trace(kind, trace_words, tmp
     assert re.search(trace_words, r.stderr)   # printed as it happened
     guest = data["guests"][0]
     assert any(rep["fatal"] for rep in guest["kernel_reports"])
+    assert guest["drivers"][0]["error_kind"] == "kernel-crash"
     # Caught at once, not at the workload timeout (300 s).
     assert guest["timings"]["total_s"] < 120
     failure = ET.parse(run_dir / "junit.xml").find(".//testcase[@name='bad_probe']/failure")
@@ -84,10 +85,13 @@ def test_leak_on_an_error_path_is_a_leak(tmp_path: Path):
 
 @pytest.mark.integration
 def test_hung_workload_times_out_with_registers(tmp_path: Path):
-    r, data, run_dir = run_fixture("hang", tmp_path, "--workload-timeout", "10")
+    # 5 s stretched by --timeout-scale 2: every timeout takes the scale.
+    r, data, run_dir = run_fixture("hang", tmp_path, "--workload-timeout", "5",
+                                   "--timeout-scale", "2")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     row = rows(data)["bad_probe"]
     assert row["status"] == "error" and "timed out after 10s" in row["message"]
+    assert data["guests"][0]["drivers"][0]["error_kind"] == "hang"
     registers = (run_dir / data["guests"][0]["dir"] / "registers.txt").read_text()
     assert "RIP=" in registers and "CPU#0" in registers
 
@@ -98,6 +102,7 @@ def test_module_that_fails_to_load_is_reported(tmp_path: Path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     (driver,) = data["guests"][0]["drivers"]
     assert not driver["loaded"] and "insmod failed" in driver["error"]
+    assert driver["error_kind"] == "driver"
 
 
 def test_kernel_report_table_names_reports():

@@ -3,9 +3,11 @@ no shell between our parts, nothing injected through specs or definitions."""
 
 from __future__ import annotations
 
+import http.server
 import re
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,32 @@ def _toml(key: str, value) -> str:
         return f"{key} = {value}"
     return f"{key} = {value!r}".replace("'", '"') if '"' not in value else \
         f"{key} = '{value}'"
+
+
+@pytest.mark.integration
+def test_guest_cannot_reach_the_hosts_loopback_services(boot_guest):
+    """A web server listening on the host's 127.0.0.1 only is out of the
+    guest's reach through QEMU's gateway 10.0.2.2 (user networking is
+    restricted); without the restriction the guest fetches the page."""
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"host-only\n")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with boot_guest("debian-bookworm") as guest:
+            # The gateway itself answers: the path out is up, so a refusal is the rule.
+            assert guest.ssh.run(["ping", "-c", "1", "-W", "5", "10.0.2.2"], timeout=30).ok
+            url = f"http://10.0.2.2:{server.server_address[1]}/from-guest"
+            fetch = guest.ssh.run(["timeout", "20", "wget", "-O", "-", url], timeout=60)
+            assert fetch.exit_status == 1 and "host-only" not in fetch.stdout, fetch
+            assert "Connection refused" in fetch.stderr, fetch
+    finally:
+        server.shutdown()
+    assert requests == []
