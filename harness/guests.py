@@ -32,6 +32,9 @@ class Debian:
     compiler_package: str = "gcc"
     extra_packages: list[str] = field(default_factory=list)
     mirror: str = ""  # empty: debootstrap's own default mirror
+    # The keys the archive's Release file must verify against (debootstrap
+    # stops otherwise); empty: Debian's, from debian-archive-keyring.
+    keyring: str = ""
 
 
 @dataclass(frozen=True)

@@ -124,13 +124,14 @@ def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
 def _debootstrap(definition: GuestDefinition, tree: Path, log: Path, debs: Path,
                  progress: Progress) -> None:
     d = definition.debian
-    if not ARCHIVE_KEYRING.is_file():
-        raise HostError(f"{ARCHIVE_KEYRING} is missing: debootstrap cannot check the "
-                        "archive's signatures",
-                        hint="install debian-archive-keyring and gpgv "
-                             "(`bash ci/bootstrap.sh` does)")
+    keyring = Path(d.keyring) if d.keyring else ARCHIVE_KEYRING
+    if not keyring.is_file():
+        raise HostError(f"the archive keyring {keyring} is missing: debootstrap cannot "
+                        "check the archive's signatures",
+                        hint="install debian-archive-keyring and gpgv (`bash ci/bootstrap.sh` "
+                             "does), or fix debian.keyring in the guest definition")
     debs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cmd = [*CONFINED, "debootstrap", "--variant=minbase", f"--keyring={ARCHIVE_KEYRING}",
+    cmd = [*CONFINED, "debootstrap", "--variant=minbase", f"--keyring={keyring}",
            "--force-check-gpg", f"--cache-dir={debs.resolve()}",
            f"--include={','.join(packages(definition))}", d.suite, str(tree)]
     if d.mirror:
@@ -144,8 +145,8 @@ def _debootstrap(definition: GuestDefinition, tree: Path, log: Path, debs: Path,
             f"debootstrap of {d.suite} failed (exit {rc})", log=str(log),
             hint="check that Debian's package mirror is reachable and the suite "
                  "and package names exist; the log's last lines say which step failed "
-                 "(a signature error: the Release file did not verify against "
-                 "debian-archive-keyring, so update that package)")
+                 f"(a signature error: the Release file did not verify against "
+                 f"{keyring}; update debian-archive-keyring)")
 
 
 def _configure(tree: Path, client_pub: str, hostname: str) -> None:

@@ -4,6 +4,7 @@ status 2 (or 1 for a failed build), no traceback, logs kept."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -91,3 +92,35 @@ def test_damaged_cached_image_is_refused(tmp_path: Path, guest_image):
     r = harness("run", "--cache-dir", str(cache), "--results", str(tmp_path / "results"))
     explained(r, "is damaged")
     assert "images clean --guest debian-bookworm" in r.stderr
+
+
+def definition_with(tmp_path: Path, key: str, value: str) -> Path:
+    text = (guests.GUEST_DIR / "debian-bookworm.toml").read_text()
+    text = text.replace('suite = "bookworm"', f'suite = "bookworm"\n{key} = "{value}"')
+    definition = tmp_path / "debian-bookworm.toml"
+    definition.write_text(text)
+    return definition
+
+
+def test_missing_archive_keyring_is_refused_before_debootstrap(tmp_path: Path):
+    definition = definition_with(tmp_path, "keyring", str(tmp_path / "no-such-keyring.gpg"))
+    r = harness("images", "build", "--guest", str(definition), "--cache-dir",
+                str(tmp_path / "cache"))
+    explained(r, "no-such-keyring.gpg is missing")
+    assert not (tmp_path / "cache" / "logs").exists()   # debootstrap never started
+
+
+def test_release_signed_by_unknown_keys_stops_debootstrap(tmp_path: Path):
+    """The archive is real, the keys are not the ones that signed it: refused."""
+    definition = definition_with(tmp_path, "keyring",
+                                 "/usr/share/keyrings/debian-archive-removed-keys.gpg")
+    r = harness("images", "build", "--guest", str(definition), "--cache-dir",
+                str(tmp_path / "cache"))
+    explained(r, "debootstrap of bookworm failed", status=1)
+    assert "signature error" in r.stderr
+    (log,) = (tmp_path / "cache" / "logs").glob("*.log")
+    assert "--force-check-gpg" in log.read_text()
+    assert re.search(r"signed by unknown key|Release signed|NO_PUBKEY|BADSIG|gpgv",
+                     log.read_text()), log.read_text()[-2000:]
+    roots = tmp_path / "cache" / "roots"
+    assert not roots.exists() or not [p for p in roots.iterdir() if not p.name.startswith(".")]
