@@ -14,6 +14,7 @@ PWD set, as it runs on the author's machine. Products are copied out at once.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from types import TracebackType
 
 from . import sandbox
 from .errors import BuildError
+from .plan import ExternalDriver
 from .rootfs import BuildRoot
 
 BUILD_TIMEOUT = 600.0
@@ -72,14 +74,14 @@ class Builder:
                 os.lchown(name, sandbox.BUILD_UID, sandbox.BUILD_GID)
 
     def _run(self, what: str, argv: list[str], cwd: str, binds: list[sandbox.Bind],
-             log: Path) -> None:
+             log: Path, hint: str = "") -> None:
         job = sandbox.Job(str(self.root.tree), argv, cwd, binds,
                           kernel_release=self.root.kernel_release)
         result = sandbox.run(job, self.timeout, self.cancel)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ cd {cwd} && {' '.join(argv)}\n{result.stdout}")
         if result.returncode != 0:
-            raise BuildError(what, result.stdout, str(log))
+            raise BuildError(what, result.stdout, str(log), hint)
 
     def _copy_out(self, built: Path, out_dir: Path, mode: int = 0o644) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,28 +100,34 @@ class Builder:
                   inside, [sandbox.Bind(str(work), inside, writable=True)], log)
         return self._copy_out(work / f"{name}.ko", out_dir)
 
-    def external_module(self, src: Path, make_args: list[str], out_dir: Path,
-                        log: Path) -> Path:
+    def external_module(self, driver: ExternalDriver, out_dir: Path, log: Path) -> Path:
         """Build someone else's module with its own Makefile (or plain Kbuild).
 
         `make` runs in the module's directory with PWD set to it and `uname -r`
         answering the guest's release, so `M=$(PWD)`, `$(shell pwd)` and
         `KDIR ?= /lib/modules/$(shell uname -r)/build` all mean what their
         author meant; the kernel directory is also passed the usual ways.
+        The driver's source tree comes along whole, for `$(PWD)/../include`.
         """
-        work = self._workdir(f"external-{src.name}")
-        shutil.copytree(src, work, symlinks=True, dirs_exist_ok=True,
+        src, tree = driver.source_dir, driver.tree
+        work = self._workdir(f"external-{tree.name}")
+        shutil.copytree(tree, work, symlinks=True, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(*STALE_PRODUCTS))
         self._hand_over(work)
-        inside = f"{BUILD_DIR}/{src.name}"
-        if any((work / f).is_file() for f in ("Makefile", "makefile", "GNUmakefile")):
+        mount = f"{BUILD_DIR}/{tree.name}"
+        inside = posixpath.join(mount, src.relative_to(tree).as_posix())
+        here = work / src.relative_to(tree)
+        if any((here / f).is_file() for f in ("Makefile", "makefile", "GNUmakefile")):
             argv = ["make", f"KERNEL_SRC={self.kdir}", f"KDIR={self.kdir}",
-                    f"KERNELDIR={self.kdir}", *make_args]
+                    f"KERNELDIR={self.kdir}", *driver.make_args]
         else:
-            argv = ["make", "-C", self.kdir, f"M={inside}", "modules", *make_args]
+            argv = ["make", "-C", self.kdir, f"M={inside}", "modules", *driver.make_args]
+        hint = "" if driver.source_tree else (
+            "only its own directory was copied: if its Makefile reaches outside it "
+            "(e.g. $(PWD)/../include), give the tree with --source-tree DIR")
         self._run(f"the module in {src}", argv, inside,
-                  [sandbox.Bind(str(work), inside, writable=True)], log)
-        built = sorted(work.rglob("*.ko"))
+                  [sandbox.Bind(str(work), mount, writable=True)], log, hint)
+        built = sorted(here.rglob("*.ko"))
         if len(built) != 1:
             names = ", ".join(p.name for p in built) or "none"
             raise BuildError(f"the module in {src}",

@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="parameter for insmod of --driver-dir's module (repeatable)")
     byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE",
                      help="extra make variable for --driver-dir (repeatable)")
+    byo.add_argument("--source-tree", type=Path, metavar="DIR",
+                     help="the tree around --driver-dir that its Makefile reaches into "
+                          "(e.g. $(PWD)/../include): copied whole, make runs in --driver-dir")
     byo.add_argument("--device", metavar="/dev/NAME",
                      help="device node the --driver-dir module creates: checked after "
                           "insmod and given to each workload")
@@ -104,8 +107,9 @@ def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
     """--driver-dir alone runs only that module; otherwise the harness's drivers."""
     extra = plan.extra_workloads(args.workload)
     byo = args.driver_dir is not None
-    if not byo and (args.module_param or args.make_arg or args.device):
-        raise ConfigError("--module-param, --make-arg and --device go with --driver-dir",
+    if not byo and (args.module_param or args.make_arg or args.device or args.source_tree):
+        raise ConfigError("--module-param, --make-arg, --device and --source-tree go with "
+                          "--driver-dir",
                           hint="add --driver-dir DIR, or drop those options")
     plans = [plan.template_plan(s, extra) for s in _specs(args.driver, default_all=not byo)]
     if byo:
@@ -113,7 +117,7 @@ def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
             raise ConfigError("--driver-dir needs at least one --workload FILE.c to run",
                               hint="add --workload path/to/test.c (pass = exit status 0)")
         ext = plan.external_driver(args.driver_dir, args.module_param, args.make_arg,
-                                   args.device)
+                                   args.device, args.source_tree)
         plans.append(plan.external_plan(ext, extra))
     return plans
 

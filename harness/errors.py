@@ -102,9 +102,9 @@ class BuildError(HarnessError):
 
     kind = "build"
 
-    def __init__(self, what: str, output: str, log: str = "") -> None:
+    def __init__(self, what: str, output: str, log: str = "", hint: str = "") -> None:
         where = f" (log: {log})" if log else ""
-        super().__init__(f"{what} failed to compile{where}:\n{output.rstrip()}")
+        super().__init__(f"{what} failed to compile{where}:\n{output.rstrip()}", hint)
         self.output = output
         self.log = log
 

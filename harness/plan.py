@@ -34,6 +34,13 @@ class ExternalDriver:
     module_params: list[str] = field(default_factory=list)
     make_args: list[str] = field(default_factory=list)
     device: str | None = None   # given to each workload as its only argument
+    # The tree the Makefile reaches into (`$(PWD)/../include`): copied whole,
+    # with make run in source_dir inside it. Defaults to source_dir itself.
+    source_tree: Path | None = None
+
+    @property
+    def tree(self) -> Path:
+        return self.source_tree or self.source_dir
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ def extra_workloads(paths: list[Path]) -> list[Workload]:
 
 
 def external_driver(source_dir: Path, module_params: list[str], make_args: list[str],
-                    device: str | None) -> ExternalDriver:
+                    device: str | None, source_tree: Path | None = None) -> ExternalDriver:
     """Validate `--driver-dir` and its companions."""
     if not source_dir.is_dir():
         raise ConfigError(f"--driver-dir {source_dir}: no such directory",
@@ -93,4 +100,14 @@ def external_driver(source_dir: Path, module_params: list[str], make_args: list[
                                   hint=f"write it as {option} NAME=VALUE")
     if device is not None and not _DEVICE.match(device):
         raise ConfigError(f"--device {device!r}: expected a path under /dev")
-    return ExternalDriver(source_dir.resolve(), module_params, make_args, device)
+    tree = None
+    if source_tree is not None:
+        tree = source_tree.resolve()
+        if not tree.is_dir() or not source_dir.resolve().is_relative_to(tree):
+            raise ConfigError(f"--source-tree {source_tree}: not a directory that holds "
+                              f"--driver-dir {source_dir}",
+                              hint="give the top of the tree the module's Makefile reaches "
+                                   "into, e.g. the parent of its directory")
+        if not _STEM.match(tree.name):
+            raise ConfigError(f"--source-tree {source_tree}: the directory name must be plain")
+    return ExternalDriver(source_dir.resolve(), module_params, make_args, device, tree)

@@ -241,8 +241,7 @@ class GuestRun:
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (
                     b.module(sources[p.key], p.key, out, log) if p.external is None
-                    else b.external_module(p.external.source_dir, p.external.make_args,
-                                           out / "external", log))
+                    else b.external_module(p.external, out / "external", log))
             for w in sorted(wanted, key=lambda w: w.name):
                 art.workloads[w.name] = b.workload(w.source, out, logs / f"{w.name}.log",
                                                    w.m32, includes)

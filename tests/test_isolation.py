@@ -142,11 +142,13 @@ def only_results(results: Path) -> dict:
     # KVER ?= $(shell uname -r), M=$(PWD); the test program lives in another
     # directory and includes the driver's header and one of its own.
     ("vendor_ring", "/dev/vendor_ring", "vendor_checks/ring_check.c"),
-    # The LDD3 two-pass Makefile: PWD := $(shell pwd), KERNELDIR ?= ... uname -r.
-    ("ldd_scull", "/dev/scullpage", "ldd_scull/scull_check.c"),
+    # The LDD3 two-pass Makefile: PWD := $(shell pwd), KERNELDIR ?= ... uname -r,
+    # and $(PWD)/../include: the tree around the module comes along.
+    ("ldd_tree/scullpage", "/dev/scullpage", "ldd_tree/scullpage/scull_check.c"),
 ])
 def test_real_world_makefiles_build_and_load(driver, device, workload, tmp_path: Path):
-    r = run_cli("--driver-dir", str(FIXTURES / driver), "--device", device,
+    tree = ["--source-tree", str(FIXTURES / "ldd_tree")] if driver.startswith("ldd") else []
+    r = run_cli("--driver-dir", str(FIXTURES / driver), *tree, "--device", device,
                 "--workload", str(FIXTURES / workload), "--results", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     (guest,) = only_results(tmp_path)["guests"]
@@ -155,6 +157,18 @@ def test_real_world_makefiles_build_and_load(driver, device, workload, tmp_path:
     if driver == "vendor_ring":  # the module says which kernel it was compiled for
         (check,) = [w for w in d["workloads"] if w["name"] == "ring_check"]
         assert check["metrics"]["built_for"] == guest["kernel_release"]
+
+
+@pytest.mark.integration
+def test_a_makefile_that_reaches_outside_its_directory_is_told_about_source_tree(
+        tmp_path: Path):
+    r = run_cli("--driver-dir", str(FIXTURES / "ldd_tree" / "scullpage"),
+                "--workload", str(FIXTURES / "ldd_tree" / "scullpage" / "scull_check.c"),
+                "--results", str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "ldd_compat.h" in r.stderr and "--source-tree" in r.stderr
+    (guest,) = only_results(tmp_path)["guests"]
+    assert guest["error_kind"] == "build"
 
 
 @pytest.mark.integration
