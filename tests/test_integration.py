@@ -155,7 +155,11 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "QEMU never started"
         time.sleep(0.1)
-    time.sleep(1.0)  # let the guest get into its boot
+    # Into its boot: the kernel has said something (how soon depends on the host's load).
+    while not any(p.stat().st_size for p in tmp_path.glob("*/*/console.log")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the guest printed nothing"
+        time.sleep(0.1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     deadline = time.monotonic() + 10
