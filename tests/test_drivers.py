@@ -42,6 +42,15 @@ def test_every_spec_renders_without_leftovers(tmp_path: Path):
         assert f'#define MH_NAME\t\t"{spec.name}"' in text
 
 
+def test_every_driver_refuses_private_and_exec_maps(tmp_path: Path):
+    """No template's mmap is reachable but through the base's shared check, and
+    every driver runs the workload that proves the refusals in the guest."""
+    for spec in drivers.all_specs():
+        text = (render(spec, tmp_path) / f"{spec.name}.c").read_text()
+        assert ".mmap\t\t= mh_mmap_checked," in text, spec.name
+        assert "refusals" in spec.workloads, spec.name
+
+
 @pytest.mark.integration
 def test_all_drivers_pass_on_both_kernels(tmp_path: Path):
     args = [a for g in GUESTS for a in ("--guest", g)]

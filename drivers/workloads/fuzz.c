@@ -3,8 +3,11 @@
  * fuzz: random mmap, munmap, mprotect, mremap, madvise, fork, touches and
  * ioctls against DEVICE, with random offsets, lengths, protections and
  * flags. Most calls are meant to fail; what must not happen is a kernel
- * crash, a leak (the harness checks after every driver) or this program
- * dying. The seed is printed, so a failure replays with
+ * crash, a leak (the harness checks after every driver), this program
+ * dying, or a call that cannot be refused failing: every fork (and its
+ * child's exit status 0) and every munmap of a mapping this program holds.
+ * The first such failure fails the run, with its op and errno. The seed is
+ * printed, so a failure replays with
  *   MH_FUZZ_SEED=<seed> fuzz DEVICE   (or mmap-harness run --fuzz-seed <seed>)
  * MH_FUZZ_OPS sets the number of calls (default 10000).
  */
@@ -34,6 +37,14 @@ struct mapping {
 	size_t len;
 };
 
+/* The first call that should have worked and did not. */
+struct broken {
+	const char *what;	/* NULL while every such call worked */
+	unsigned long at;	/* its index in the sequence, from 0 */
+	int err;		/* its errno, or 0 for a child's exit status */
+	int status;		/* the child's exit status (128 + signal) */
+};
+
 struct state {
 	int fd;
 	long page;
@@ -42,6 +53,8 @@ struct state {
 	unsigned long done[OP_COUNT];
 	unsigned long failed[OP_COUNT];
 	unsigned long signals;
+	unsigned long at;	/* index of the call being made */
+	struct broken broken;
 };
 
 static uint64_t rng_state;
@@ -99,6 +112,22 @@ static off_t random_offset(struct state *s)
 	return (off_t)(below(MAX_PGOFF) * s->page);
 }
 
+/* Record a call that must work and failed with `err`; only the first is kept. */
+static void must_work(struct state *s, int ok, const char *what, int err, int status)
+{
+	if (ok || s->broken.what)
+		return;
+	s->broken = (struct broken){ .what = what, .at = s->at, .err = err, .status = status };
+}
+
+/* Unmap part of a mapping we hold: that cannot be refused. */
+static void unmap_held(struct state *s, void *addr, size_t len)
+{
+	int ret = munmap(addr, len);
+
+	must_work(s, ret == 0, "munmap", errno, 0);
+}
+
 static int do_mmap(struct state *s)
 {
 	struct mapping *slot = &s->maps[below(MAX_MAPS)];
@@ -126,12 +155,12 @@ static int do_munmap(struct state *s)
 	pages = m->len / s->page;
 	first = below(pages);
 	if (first == 0) {	/* whole mapping */
-		munmap(m->addr, m->len);
+		unmap_held(s, m->addr, m->len);
 		m->addr = NULL;
 		return 0;
 	}
 	/* A partial unmap from `first` to the end splits the VMA. */
-	munmap(m->addr + first * s->page, m->len - first * s->page);
+	unmap_held(s, m->addr + first * s->page, m->len - first * s->page);
 	m->len = first * s->page;
 	return 0;
 }
@@ -181,6 +210,17 @@ static int child_body(void *arg)
 	return 0;
 }
 
+/* A fork must work, and so must its child, which only touches our mappings. */
+static int do_fork(struct state *s)
+{
+	int status = mh_in_child(child_body, s);
+
+	/* -1: fork or waitpid failed, with errno; else the child's status. */
+	must_work(s, status == 0, status < 0 ? "fork" : "fork child", status < 0 ? errno : 0,
+		  status);
+	return status == 0 ? 0 : -1;
+}
+
 static int do_ioctl(struct state *s, enum op op)
 {
 	uint64_t *h = &s->handles[below(MAX_HANDLES)];
@@ -222,13 +262,23 @@ static int step(struct state *s, enum op op)
 	case OP_MADVISE:
 		return do_madvise(s);
 	case OP_FORK:
-		return mh_in_child(child_body, s) == 0 ? 0 : -1;
+		return do_fork(s);
 	case OP_TOUCH:
 		touch_random(s);
 		return 0;
 	default:
 		return do_ioctl(s, op);
 	}
+}
+
+static void report_broken(struct mh_report *r, const struct broken *b)
+{
+	if (b->err)
+		mh_check(r, !b->what, "must-work", "op %lu %s: errno %d (%s)", b->at, b->what,
+			 b->err, strerror(b->err));
+	else
+		mh_check(r, !b->what, "must-work", "op %lu %s: exit status %d", b->at, b->what,
+			 b->status);
 }
 
 static unsigned long env_or(const char *name, unsigned long fallback)
@@ -241,7 +291,7 @@ static unsigned long env_or(const char *name, unsigned long fallback)
 int main(int argc, char **argv)
 {
 	struct state s = { .page = sysconf(_SC_PAGESIZE) };
-	unsigned long ops, i, seed;
+	unsigned long ops, seed;
 	struct mh_report r = { 0 };
 	int k;
 
@@ -255,7 +305,7 @@ int main(int argc, char **argv)
 	s.fd = mh_open_device(&r, argv[1]);
 	if (s.fd < 0)
 		return mh_finish(&r);
-	for (i = 0; i < ops; i++) {
+	for (s.at = 0; s.at < ops; s.at++) {
 		enum op op = random_op();
 
 		s.done[op]++;
@@ -264,10 +314,9 @@ int main(int argc, char **argv)
 	}
 	for (k = 0; k < MAX_MAPS; k++)
 		if (s.maps[k].addr)
-			munmap(s.maps[k].addr, s.maps[k].len);
+			unmap_held(&s, s.maps[k].addr, s.maps[k].len);
 	close(s.fd);	/* the driver frees what is left of ours */
-	mh_check(&r, s.done[OP_FORK] == 0 || s.failed[OP_FORK] < s.done[OP_FORK], "fork",
-		 "every forked child failed");
+	report_broken(&r, &s.broken);
 	mh_append(r.metrics, ", \"seed\": %lu", seed);
 	mh_metric(&r, "ops", (double)ops);
 	mh_metric(&r, "mmaps_ok", (double)(s.done[OP_MMAP] - s.failed[OP_MMAP]));
