@@ -137,7 +137,7 @@ def _critical(out: Path, release: str) -> list[Path]:
     tree = out / "root"
     found = [tree / "boot" / f"vmlinuz-{release}", *(out / k for k in CRITICAL_KEYS)]
     found += [p for c in CRITICAL_PROGRAMS if (p := integrity.resolve_in(tree, c))]
-    found += tree.glob("usr/lib/gcc/*/*/cc1")
+    found += [*tree.glob("usr/lib/gcc/*/*/cc1"), *tree.glob("usr/libexec/gcc/*/*/cc1")]
     build = integrity.resolve_in(tree, f"/lib/modules/{release}/build")
     if build is not None:
         found += [build / "include/config/auto.conf", build / "include/generated/autoconf.h",

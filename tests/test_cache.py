@@ -228,6 +228,16 @@ def test_cache_dirs_are_made_and_fixed_private(tmp_path: Path):
 
 def test_a_real_cached_root_and_image_verify_quickly(guest_image):
     image = guest_image("debian-bookworm")
+    hashed = json.loads((image.root.dir / integrity.NAME).read_text())["sha256"]
+    release = image.root.kernel_release
+    for wanted in (f"root/boot/vmlinuz-{release}", "/cc1", "-gcc-", "-ld", "-as",
+                   "root/usr/bin/make", "/Makefile", "scripts/Makefile.build",
+                   "include/config/auto.conf", "include/generated/autoconf.h",
+                   "root/usr/bin/busybox", "root/usr/sbin/sshd", "keys/harness_ed25519",
+                   "root/etc/ssh/ssh_host_ed25519_key", "manifest.json"):
+        assert any(wanted in rel for rel in hashed), wanted
+    assert set(json.loads((image.dir / integrity.NAME).read_text())["sha256"]) >= {
+        image.kernel.name, image.initrd.name, images.CLIENT_KEY, images.HOST_KEY_PUB}
     for entry, limit in ((image.root.dir, 1.0), (image.dir, 0.5)):
         start = time.monotonic()
         assert integrity.verify(entry) == []
