@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import Cache
 from .errors import BootError, ConfigError, InfraError
 from .qemu import Machine, MachineSpec, qemu_version
 
@@ -48,7 +49,7 @@ def choose(requested: str, kernel: Path, initrd: Path, cache_dir: Path) -> Accel
         return cached
     ok, detail = probe_kvm(kernel, initrd)
     choice = AccelChoice("kvm" if ok else "tcg", detail)
-    cache.parent.mkdir(parents=True, exist_ok=True)
+    Cache(cache_dir).kind_dir("accel-probe")
     cache.write_text(json.dumps({"accel": choice.accel, "reason": choice.reason,
                                  "time": time.time()}))
     return choice

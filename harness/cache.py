@@ -1,17 +1,28 @@
-"""The image cache: entries published atomically under a lock.
+"""The image cache: entries published atomically under a lock, used under a lease.
 
 An entry is a directory `<cache>/<kind>/<key>`. It is built in a temporary
 sibling and renamed into place only when complete, so an interrupted or
 failed build never leaves something that later counts as a good entry. A
 second process building the same entry waits on the lock, then reuses it.
+
+Every user of an entry holds a shared lease on `<cache>/<kind>/.<key>.use`
+(flock) for as long as it uses it, taken before the entry is built or
+checked; `remove` takes the lease exclusively without waiting, so an entry
+in use is never deleted under a running harness.
+
+The cache holds the guests' private keys: the cache directory, every kind
+directory and every entry are 0700 (fixed up when found looser).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -35,6 +46,29 @@ class Cache:
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
+    def kind_dir(self, kind: str) -> Path:
+        """`<cache>/<kind>`, made if absent; it and the cache directory are 0700."""
+        d = self.root / kind
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise HostError(f"cannot create the cache directory {d}: {e.strerror}",
+                            hint="choose another with --cache-dir or fix its permissions") \
+                from None
+        for p in (self.root, d):
+            private(p)
+        return d
+
+    @contextlib.contextmanager
+    def lease(self, kind: str, key: str,
+              waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold a shared lease on the entry: `remove` leaves it alone meanwhile."""
+        fd = _lock(self.kind_dir(kind) / f".{key}.use", fcntl.LOCK_SH, waiting)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
     def entries(self, kind: str) -> list[Path]:
         d = self.root / kind
         if not d.is_dir():
@@ -46,15 +80,10 @@ class Cache:
                      waiting: Callable[[], None] = lambda: None,
                      needs_bytes: int = 0) -> Path:
         """Return the entry, building it with `build(tmpdir)` if absent."""
-        final = self.path(kind, key)
+        final = self.kind_dir(kind) / key
         if final.is_dir():
+            private(final)
             return final
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise HostError(f"cannot create the cache directory {final.parent}: {e.strerror}",
-                            hint="choose another with --cache-dir or fix its permissions") \
-                from None
         self._check_space(final.parent, needs_bytes)
         lock = FileLock(str(final.parent / f".{key}.lock"))
         try:
@@ -66,7 +95,7 @@ class Cache:
             if final.is_dir():  # built by the process we waited for
                 return final
             self._remove_stale(final)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=final.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=final.parent))  # 0700
             try:
                 build(tmp)
                 os.rename(tmp, final)
@@ -77,10 +106,23 @@ class Cache:
         finally:
             lock.release()
 
-    def remove(self, entry: Path) -> None:
-        """Delete one entry under its lock, so no build or reader is cut short."""
-        with FileLock(str(entry.parent / f".{entry.name}.lock")):
-            shutil.rmtree(entry)
+    def remove(self, entry: Path) -> bool:
+        """Delete one entry unless a harness holds its lease (then False).
+
+        The build lock is taken too, so no build is cut short; the lease
+        file goes with the entry while it is held exclusively.
+        """
+        use = entry.parent / f".{entry.name}.use"
+        fd = _lock(use, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is None:
+            return False
+        try:
+            with FileLock(str(entry.parent / f".{entry.name}.lock")):
+                shutil.rmtree(entry)
+            use.unlink()
+        finally:
+            os.close(fd)
+        return True
 
     @staticmethod
     def _remove_stale(final: Path) -> None:
@@ -98,3 +140,41 @@ class Cache:
             raise HostError(f"not enough space in {d}: {free // 2**20} MiB free, "
                             f"this build needs about {needs_bytes // 2**20} MiB",
                             hint="free some space, or choose another place with --cache-dir")
+
+
+def private(path: Path) -> None:
+    """Make a directory of the cache 0700 (mkdir's mode is cut by umask, and
+    older caches were made looser)."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != 0o700:
+            path.chmod(0o700)
+    except OSError as e:
+        raise HostError(f"cannot make {path} private (0700): {e.strerror}",
+                        hint="choose another with --cache-dir or fix its permissions") from None
+
+
+def _lock(path: Path, op: int, waiting: Callable[[], None] = lambda: None) -> int | None:
+    """An open fd of `path` holding flock `op`; None if LOCK_NB and it is taken.
+
+    `remove` unlinks a lease file while holding it, so a lock won on a file
+    that is no longer at `path` is worth nothing: then try again.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if op & fcntl.LOCK_NB:
+                    os.close(fd)
+                    return None
+                waiting()
+                fcntl.flock(fd, op)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)

@@ -150,11 +150,14 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             print(f"{row['kind']:<7} {row['name']:<48} {row['size_mib']:>6} MiB  {row['path']}")
         return 0
     if args.action == "clean":
-        keep = frozenset(images.current_keys(list(guests.all_definitions().values()))
+        keep = frozenset(images.current_keys(list(guests.all_definitions().values()), cache)
                          if args.stale else ())
         for name in args.guest or [None]:
-            for path in images.clean(cache, name, keep):
+            done = images.clean(cache, name, keep)
+            for path in done.removed:
                 print(f"removed {path}")
+            for path in done.in_use:
+                print(f"kept {path}: in use by a running harness")
         return 0
     for g in _guests(args.guest):
         image = images.ensure(g, Flavour(args.flavour), cache, progress)

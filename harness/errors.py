@@ -3,6 +3,7 @@
     HarnessError                 anything the harness reports instead of a traceback
      +-- ConfigError             bad input: a definition, spec or option (fix the input)
      +-- HostError               the host lacks something (a tool, root, disk space)
+     |    +-- CacheDamaged       a cached build root or image changed since it was built
      +-- InfraError              the harness or the host failed while working
      |    +-- ImageBuildError    debootstrap/apt/initramfs failed (log kept)
      |    +-- SSHError           the guest's SSH could not be reached or used
@@ -46,6 +47,12 @@ class ConfigError(HarnessError):
 
 class HostError(HarnessError):
     """The host is missing a tool, a permission or space the run needs."""
+
+
+class CacheDamaged(HostError):
+    """A cache entry no longer matches its integrity.json (files deleted,
+    added, replaced or rewritten); it is refused before anything is compiled
+    against or booted from it, and the hint names the `images clean` command."""
 
 
 class InfraError(HarnessError):

@@ -91,8 +91,8 @@ class Guest:
             return (self.machine.alive() and not watcher.fatal.is_set()
                     and watcher.silent_for < silence and not abandon())
         try:
-            self.ssh = GuestSSH.wait(port, load_public(self.image.root.host_key_pub),
-                                     load_private(self.image.root.client_key), timeout,
+            self.ssh = GuestSSH.wait(port, load_public(self.image.host_key_pub),
+                                     load_private(self.image.client_key), timeout,
                                      keep_waiting, self.timeout_scale)
         except SSHTrustError:
             raise

@@ -6,17 +6,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from . import initramfs, kernel_image, rootfs
-from .cache import Cache
-from .errors import HostError, ImageBuildError
+from . import initramfs, integrity, kernel_image, rootfs
+from .cache import Cache, default_cache_dir
+from .errors import CacheDamaged, HostError, ImageBuildError
 from .guests import Flavour, GuestDefinition
 from .procs import run_logged
 from .progress import Progress
@@ -26,6 +29,11 @@ DISK_SLACK_MIB = 512
 # Space a build needs in the cache, measured with some margin.
 ROOT_BYTES = 2 * 2**30
 IMAGE_BYTES = {Flavour.TINY: 256 * 2**20, Flavour.FULL: 3 * 2**30}
+# Image files below this are hashed at every use (~0.05 s for a tiny image);
+# bigger ones (the full flavour's disk) are checked by size and mtime.
+HASH_BELOW = 256 * 2**20
+# The keys an image is reached with, copied from its root at image build.
+CLIENT_KEY, HOST_KEY_PUB = "keys/harness_ed25519", "keys/ssh_host_ed25519_key.pub"
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,16 @@ class GuestImage:
     flavour: Flavour
     dir: Path
     root: BuildRoot
+
+    @property
+    def client_key(self) -> Path:
+        """The harness's private key the guest accepts (0600)."""
+        return self.dir / CLIENT_KEY
+
+    @property
+    def host_key_pub(self) -> Path:
+        """The guest's host key, pinned: any other is refused."""
+        return self.dir / HOST_KEY_PUB
 
     @property
     def kernel(self) -> Path:
@@ -67,83 +85,105 @@ def require_host_tools() -> None:
                             hint="run `bash ci/bootstrap.sh` to install the host tools")
 
 
-def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
-           progress: Progress) -> GuestImage:
-    """The cached image for `definition`/`flavour`, built first if absent."""
+@contextlib.contextmanager
+def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
+        progress: Progress) -> Iterator[GuestImage]:
+    """The verified image for `definition`/`flavour`, built first if absent,
+    with leases on it and its build root held until the block ends.
+
+    The leases are taken before anything is built or checked, so `images
+    clean` can never delete an entry between its check and its use.
+    """
     root_key = rootfs.recipe_key(definition)
     waiting = lambda what: lambda: progress.say(  # noqa: E731
-        "image", f"waiting for another process building {what}")
-    if not cache.path("roots", root_key).is_dir():
-        require_host_tools()
+        "image", f"waiting for another process {what}")
+    with contextlib.ExitStack() as held:
+        held.enter_context(cache.lease("roots", root_key,
+                                       waiting("cleaning the build root")))
+        if not cache.path("roots", root_key).is_dir():
+            require_host_tools()
 
-    def build_root(tmp: Path) -> None:
-        log = cache.root / "logs" / f"{root_key}-{int(time.time())}.log"
-        rootfs.build(definition, tmp, log, cache.root / "debs", progress)
+        def build_root(tmp: Path) -> None:
+            log = cache.kind_dir("logs") / f"{root_key}-{int(time.time())}.log"
+            rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress)
 
-    root = BuildRoot(cache.get_or_build("roots", root_key, build_root,
-                                        waiting(f"the {definition.name} build root"),
-                                        ROOT_BYTES))
-    _verify(root.dir, ["manifest.json", "keys/harness_ed25519", "root/etc/ssh/sshd_config"],
-            definition.name)
-    image_key = _image_key(root_key, definition, flavour)
+        root = BuildRoot(cache.get_or_build(
+            "roots", root_key, build_root,
+            waiting(f"building the {definition.name} build root"), ROOT_BYTES))
+        _check(root.dir, "build root", definition, cache)
+        image_key = _image_key(root, definition, flavour)
+        held.enter_context(cache.lease("images", image_key, waiting("cleaning the image")))
 
-    def build_image(tmp: Path) -> None:
-        progress.say("image", f"assembling the {flavour.value} image of {definition.name}")
-        kernel_image.write_boot_kernel(
-            root.tree / "boot" / f"vmlinuz-{root.kernel_release}", tmp)
-        if flavour is Flavour.TINY:
-            initramfs.build(root, definition, tmp)
-        else:
-            _build_disk(root, tmp, cache.root / "logs" / f"{image_key}.log")
-        sizes = {f.name: f.stat().st_size for f in tmp.iterdir()}
-        (tmp / "manifest.json").write_text(json.dumps(
-            {"guest": definition.name, "flavour": flavour.value, "root": root.dir.name,
-             "kernel_release": root.kernel_release, "built": time.time(), "files": sizes},
-            indent=2))
-        for f in tmp.iterdir():
-            f.chmod(0o444)  # base images are never written; QEMU opens them read-only
+        def build_image(tmp: Path) -> None:
+            progress.say("image", f"assembling the {flavour.value} image of {definition.name}")
+            _build_image(root, definition, flavour, tmp,
+                         cache.kind_dir("logs") / f"{image_key}.log")
 
-    path = cache.get_or_build("images", image_key, build_image,
-                              waiting(f"the {definition.name} {flavour.value} image"),
-                              IMAGE_BYTES[flavour])
-    _verify_sizes(path, definition.name)
-    return GuestImage(definition, flavour, path, root)
+        path = cache.get_or_build(
+            "images", image_key, build_image,
+            waiting(f"building the {definition.name} {flavour.value} image"),
+            IMAGE_BYTES[flavour])
+        _check(path, "image", definition, cache)
+        yield GuestImage(definition, flavour, path, root)
 
 
-def _damaged(entry: Path, guest: str, what: str) -> HostError:
-    return HostError(f"the cached image {entry} is damaged: {what}",
-                     hint=f"remove it with `mmap-harness images clean --guest {guest}` "
-                          "and run again (it will be rebuilt)")
+def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
+           progress: Progress) -> GuestImage:
+    """The cached image, built first if absent and verified; no lease is kept."""
+    with use(definition, flavour, cache, progress) as image:
+        return image
 
 
-def _verify(entry: Path, files: list[str], guest: str) -> None:
-    for name in files:
-        if not os.access(entry / name, os.R_OK):
-            raise _damaged(entry, guest, f"{name} is missing or unreadable")
+def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
+                 out: Path, log: Path) -> None:
+    kernel_image.write_boot_kernel(root.tree / "boot" / f"vmlinuz-{root.kernel_release}", out)
+    if flavour is Flavour.TINY:
+        initramfs.build(root, definition, out)
+    else:
+        _build_disk(root, out, log)
+    sizes = {f.name: f.stat().st_size for f in out.iterdir()}
+    (out / "manifest.json").write_text(json.dumps(
+        {"guest": definition.name, "flavour": flavour.value, "root": root.dir.name,
+         "root_build_id": root.build_id, "kernel_release": root.kernel_release,
+         "built": time.time(), "files": sizes}, indent=2))
+    (out / "keys").mkdir(mode=0o700)
+    for source, target in ((root.client_key, CLIENT_KEY),
+                           (root.client_key_pub, f"{CLIENT_KEY}.pub"),
+                           (root.host_key_pub, HOST_KEY_PUB)):
+        shutil.copyfile(source, out / target)
+    for f in out.rglob("*"):
+        if f.is_file():  # base images are never written; QEMU opens them read-only
+            f.chmod(0o600 if f == out / CLIENT_KEY else 0o400)
+    integrity.seal(out, hash_below=HASH_BELOW)
 
 
-def _verify_sizes(entry: Path, guest: str) -> None:
-    """Every boot file is there with the size it was built with."""
-    try:
-        files = json.loads((entry / "manifest.json").read_text())["files"]
-    except (OSError, ValueError, KeyError):
-        raise _damaged(entry, guest, "manifest.json is missing or unreadable") from None
-    for name, size in files.items():
-        path = entry / name
-        if not os.access(path, os.R_OK) or path.stat().st_size != size:
-            raise _damaged(entry, guest, f"{name} is missing, unreadable or truncated")
+def _check(entry: Path, what: str, definition: GuestDefinition, cache: Cache) -> None:
+    """Refuse a damaged entry, before anything is compiled against or booted from it."""
+    problems = integrity.verify(entry)
+    if problems:
+        where = "" if cache.root == default_cache_dir() else f" --cache-dir {cache.root}"
+        raise CacheDamaged(
+            f"the cached {what} {entry} is damaged ({len(problems)} "
+            f"problem{'s' if len(problems) > 1 else ''}):\n{integrity.summary(problems)}",
+            hint=f"run `mmap-harness images clean --guest {definition.name}{where}`, "
+                 "then run again (it will be rebuilt)")
 
 
-def _image_key(root_key: str, definition: GuestDefinition, flavour: Flavour) -> str:
-    h = hashlib.sha256(root_key.encode())
+def _image_key(root: BuildRoot, definition: GuestDefinition, flavour: Flavour) -> str:
+    """Everything an image is cut from: the recipe, and the identity of the
+    very root it comes from (a rebuilt root never reuses an older image)."""
+    h = hashlib.sha256(root.dir.name.encode())
     h.update(flavour.value.encode())
     h.update(json.dumps(asdict(definition.tiny), sort_keys=True).encode())
+    h.update(f"{root.build_id} {root.manifest['kernel_sha256']} {integrity.FORMAT}".encode())
+    for key in (root.host_key_pub, root.client_key, root.client_key_pub):
+        h.update(integrity.sha256_file(key).encode())
     h.update(Path(__file__).read_bytes())
     h.update(Path(kernel_image.__file__).read_bytes())
     if flavour is Flavour.TINY:
         for f in initramfs.recipe_files():
             h.update(f.read_bytes())
-    return f"{root_key.rsplit('-', 1)[0]}-{flavour.value}-{h.hexdigest()[:16]}"
+    return f"{root.dir.name.rsplit('-', 1)[0]}-{flavour.value}-{h.hexdigest()[:16]}"
 
 
 def _build_disk(root: BuildRoot, out: Path, log: Path) -> None:
@@ -167,26 +207,35 @@ def list_images(cache: Cache) -> list[dict]:
     return rows
 
 
-def current_keys(definitions: list[GuestDefinition]) -> set[str]:
-    """The cache entries today's definitions and recipes would use."""
+def current_keys(definitions: list[GuestDefinition], cache: Cache) -> set[str]:
+    """The cache entries today's definitions and recipes use: their build
+    roots, and the images that would be cut from the roots that exist."""
     keys = set()
     for d in definitions:
         root_key = rootfs.recipe_key(d)
         keys.add(root_key)
-        keys.update(_image_key(root_key, d, f) for f in Flavour)
+        root = BuildRoot(cache.path("roots", root_key))
+        try:
+            keys.update(_image_key(root, d, f) for f in Flavour)
+        except (OSError, ValueError, KeyError):  # absent or unreadable: no image to keep
+            pass
     return keys
 
 
+class Cleaned(NamedTuple):
+    removed: list[Path]
+    in_use: list[Path]     # kept: a running harness holds its lease
+
+
 def clean(cache: Cache, guest: str | None = None,
-          keep: frozenset[str] = frozenset()) -> list[Path]:
-    """Remove cached roots and images (of one guest, or all) except `keep`;
-    returns what went."""
-    removed = []
+          keep: frozenset[str] = frozenset()) -> Cleaned:
+    """Remove cached roots and images (of one guest, or all) except `keep`
+    and those in use."""
+    done = Cleaned([], [])
     for kind in ("roots", "images"):
         for entry in cache.entries(kind):
             if entry.name in keep:
                 continue
             if guest is None or entry.name.startswith(f"{guest}-"):
-                cache.remove(entry)
-                removed.append(entry)
-    return removed
+                (done.removed if cache.remove(entry) else done.in_use).append(entry)
+    return done

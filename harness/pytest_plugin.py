@@ -39,16 +39,17 @@ def mmap_cache_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def guest_image(mmap_cache_dir: Path) -> Callable[..., images.GuestImage]:
-    """Factory: guest_image(name, flavour="tiny") builds or reuses the cached image."""
+def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImage]]:
+    """Factory: guest_image(name, flavour="tiny") builds or reuses the cached,
+    verified image; its leases are held until the test session ends."""
     made: dict[tuple[str, str], images.GuestImage] = {}
-
-    def get(name: str, flavour: str = "tiny") -> images.GuestImage:
-        if (name, flavour) not in made:
-            made[name, flavour] = images.ensure(guests.find(name), Flavour(flavour),
-                                                Cache(mmap_cache_dir), Progress())
-        return made[name, flavour]
-    return get
+    with contextlib.ExitStack() as held:
+        def get(name: str, flavour: str = "tiny") -> images.GuestImage:
+            if (name, flavour) not in made:
+                made[name, flavour] = held.enter_context(images.use(
+                    guests.find(name), Flavour(flavour), Cache(mmap_cache_dir), Progress()))
+            return made[name, flavour]
+        yield get
 
 
 @pytest.fixture

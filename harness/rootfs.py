@@ -13,12 +13,13 @@ import json
 import os
 import re
 import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
-from . import keys, sandbox
+from . import integrity, keys, sandbox
 from .errors import HostError, ImageBuildError
 from .guests import GuestDefinition
 from .procs import run_logged
@@ -26,6 +27,13 @@ from .progress import Progress
 
 # Bumped by hand when the recipe below changes in a way the source hash misses.
 RECIPE = 1
+# What builds and images depend on most: hashed at publish, checked before use.
+CRITICAL_PROGRAMS = ["/usr/bin/gcc", "/usr/bin/cc", "/usr/bin/ld", "/usr/bin/as",
+                     "/usr/bin/make", "/usr/bin/busybox", "/usr/sbin/sshd",
+                     "/usr/lib/openssh/sshd-session", "/usr/lib/openssh/sshd-auth"]
+CRITICAL_KEYS = ["keys/harness_ed25519", "keys/harness_ed25519.pub",
+                 "root/etc/ssh/ssh_host_ed25519_key", "root/etc/ssh/ssh_host_ed25519_key.pub",
+                 "root/root/.ssh/authorized_keys", "manifest.json"]
 BASE_PACKAGES = [
     "openssh-server", "busybox-static", "kmod", "make", "libc6-dev",
     "gcc-multilib", "systemd-sysv", "udev", "iproute2",
@@ -68,6 +76,10 @@ class BuildRoot:
         return self.dir / "keys" / "harness_ed25519"
 
     @property
+    def client_key_pub(self) -> Path:
+        return self.dir / "keys" / "harness_ed25519.pub"
+
+    @property
     def host_key_pub(self) -> Path:
         return self.tree / "etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -79,13 +91,18 @@ class BuildRoot:
     def kernel_release(self) -> str:
         return self.manifest["kernel_release"]
 
+    @property
+    def build_id(self) -> str:
+        """New for every build: tells a rebuilt root from the one it replaced."""
+        return self.manifest["build_id"]
+
 
 def recipe_key(definition: GuestDefinition) -> str:
     """Cache key: what debootstrap is asked for, plus this recipe's source."""
     h = hashlib.sha256()
     h.update(json.dumps(asdict(definition.debian), sort_keys=True).encode())
     h.update(Path(__file__).read_bytes())
-    h.update(str(RECIPE).encode())
+    h.update(f"{RECIPE}-{integrity.FORMAT}".encode())
     return f"{definition.name}-{h.hexdigest()[:16]}"
 
 
@@ -97,7 +114,8 @@ def packages(definition: GuestDefinition) -> list[str]:
 
 def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
           progress: Progress) -> None:
-    """Populate `out` (a fresh directory) with root/, keys/ and manifest.json.
+    """Populate `out` (a fresh directory) with root/, keys/, manifest.json and
+    integrity.json.
 
     `debs` keeps downloaded packages between builds (debootstrap checks each
     one against the signed Release file before using it).
@@ -105,11 +123,13 @@ def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
     tree = out / "root"
     _debootstrap(definition, tree, log, debs / definition.debian.suite, progress)
     progress.say("image", "configuring the build root (ssh keys, network, fstab)")
-    (out / "keys").mkdir()
+    (out / "keys").mkdir(mode=0o700)
     client_pub = keys.write_keypair(out / "keys" / "harness_ed25519", "mmap-harness")
     _configure(tree, client_pub, definition.name)
     release = _kernel_release(tree)
     manifest = {
+        "build_id": uuid.uuid4().hex,
+        "kernel_sha256": integrity.sha256_file(tree / "boot" / f"vmlinuz-{release}"),
         "guest": definition.name,
         "suite": definition.debian.suite,
         "kernel_release": release,
@@ -119,6 +139,27 @@ def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(tree / "var/cache/apt/archives", ignore_errors=True)
+    integrity.seal(out, _critical(out, release))
+
+
+def _critical(out: Path, release: str) -> list[Path]:
+    """The kernel, the Kbuild files and configuration of its headers, the
+    programs builds and guests run, and the keys."""
+    tree = out / "root"
+    found = [tree / "boot" / f"vmlinuz-{release}", *(out / k for k in CRITICAL_KEYS)]
+    found += [p for c in CRITICAL_PROGRAMS if (p := integrity.resolve_in(tree, c))]
+    found += [*tree.glob("usr/lib/gcc/*/*/cc1"), *tree.glob("usr/libexec/gcc/*/*/cc1")]
+    build = integrity.resolve_in(tree, f"/lib/modules/{release}/build")
+    if build is not None:
+        found += [build / "include/config/auto.conf", build / "include/generated/autoconf.h",
+                  build / ".config"]
+    for link in ("build", "source", "build/scripts"):
+        headers = integrity.resolve_in(tree, f"/lib/modules/{release}/{link}")
+        if headers is not None:
+            found += [p for p in headers.rglob("*")
+                      if p.name.startswith(("Makefile", "Kbuild")) and p.is_file()
+                      and not p.is_symlink()]
+    return sorted({p for p in found if p.is_file()})
 
 
 def _debootstrap(definition: GuestDefinition, tree: Path, log: Path, debs: Path,

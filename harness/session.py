@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -153,8 +154,8 @@ class GuestRun:
         g, start = self.result, time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            image = self._image()
-            self._boot_and_exercise(image)
+            with ExitStack() as held:  # the image's leases, for the whole run
+                self._boot_and_exercise(self._image(held))
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
             g.error, g.error_kind = f"interrupted: {e or type(e).__name__}", Interrupted.kind
             raise
@@ -168,10 +169,13 @@ class GuestRun:
             g.timings.total_s = round(time.monotonic() - start, 3)
             g.settle()
 
-    def _image(self) -> images.GuestImage:
+    def _image(self, held: ExitStack) -> images.GuestImage:
+        """The verified image, leased (with its build root) until `held` closes:
+        modules are built in the root while the guest runs."""
         start = time.monotonic()
         cache = Cache(self.opts.cache_dir)
-        image = images.ensure(self.definition, self.opts.flavour, cache, self.progress)
+        image = held.enter_context(images.use(self.definition, self.opts.flavour, cache,
+                                              self.progress))
         manifest = image.root.manifest
         self.result.compiler = manifest["compiler"]
         self.result.kernel_compiler = manifest["kernel_compiler"]

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from harness import guests
+from harness import guests, integrity
 
 EXIT_INPUT = 2
 
@@ -78,20 +77,47 @@ def test_unreachable_mirror_fails_the_build_with_its_log(tmp_path: Path):
         p for p in (tmp_path / "cache" / "roots").iterdir() if not p.name.startswith("."))
 
 
-def test_damaged_cached_image_is_refused(tmp_path: Path, guest_image):
-    image = guest_image("debian-bookworm")
-    cache = tmp_path / "cache"
-    (cache / "roots").mkdir(parents=True)
-    (cache / "roots" / image.root.dir.name).symlink_to(image.root.dir)
-    copy = cache / "images" / image.dir.name
-    shutil.copytree(image.dir, copy)
-    kernel = copy / image.kernel.name
-    kernel.chmod(stat.S_IWUSR | stat.S_IRUSR)
-    with kernel.open("r+b") as f:
-        f.truncate(1024)
-    r = harness("run", "--cache-dir", str(cache), "--results", str(tmp_path / "results"))
-    explained(r, "is damaged")
-    assert "images clean --guest debian-bookworm" in r.stderr
+def _refused_as_damaged(cache: Path, results: Path, entry: Path) -> str:
+    """Run against a damaged cache: exit 2 naming the entry and the clean
+    command, nothing booted, nothing compiled."""
+    r = harness("run", "--cache-dir", str(cache), "--results", str(results))
+    explained(r, f"{entry} is damaged")
+    assert f"`mmap-harness images clean --guest debian-bookworm --cache-dir {cache}`" \
+        in r.stderr
+    (run_dir,) = [d for d in results.iterdir() if not d.is_symlink()]
+    guest_dir = run_dir / "debian-bookworm-tiny"
+    assert not (guest_dir / "build").exists()          # no compile was attempted
+    assert not (guest_dir / "console.log").exists()    # no guest was booted
+    return r.stderr
+
+
+def test_damaged_build_root_is_refused_before_any_compile(tmp_path: Path, hardlinked_cache,
+                                                          guest_image):
+    cache, root, _image = hardlinked_cache()
+    tree = root / "root"
+    (header,) = tree.glob("usr/src/linux-headers-*-common/include/linux/mm.h")
+    header.unlink()
+    gcc = integrity.resolve_in(tree, "/usr/bin/gcc")
+    assert gcc is not None
+    gcc.unlink()  # a new file in its place: the original's link is untouched
+    gcc.write_text("#!/bin/sh\necho 'mm.h: No such file or directory' >&2\nexit 1\n")
+    gcc.chmod(0o755)
+    err = _refused_as_damaged(cache, tmp_path / "results", root)
+    assert f"{header.relative_to(root)}: deleted" in err
+    assert f"{gcc.relative_to(root)}: changed (" in err
+    assert "failed to compile" not in err
+    assert integrity.verify(guest_image("debian-bookworm").root.dir) == []  # original intact
+
+
+def test_damaged_cached_image_is_refused(tmp_path: Path, hardlinked_cache, guest_image):
+    cache, _root, image = hardlinked_cache()
+    kernel = image / "vmlinux"
+    data = kernel.read_bytes()
+    kernel.unlink()
+    kernel.write_bytes(data[:1024])  # a truncated copy; the original keeps its link
+    err = _refused_as_damaged(cache, tmp_path / "results", image)
+    assert "vmlinux: changed (size" in err
+    assert integrity.verify(guest_image("debian-bookworm").dir) == []  # original intact
 
 
 def definition_with(tmp_path: Path, key: str, value: str) -> Path:

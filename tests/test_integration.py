@@ -133,11 +133,11 @@ def test_guest_runs_commands_and_copies_files(boot_guest, tmp_path: Path):
 def test_a_different_host_key_is_refused(boot_guest, tmp_path: Path):
     with boot_guest("debian-bookworm") as guest:
         port = guest.machine.ssh_port()
-        client = load_private(guest.image.root.client_key)
-        stranger = paramiko.Ed25519Key.from_private_key_file(str(guest.image.root.client_key))
+        client = load_private(guest.image.client_key)
+        stranger = paramiko.Ed25519Key.from_private_key_file(str(guest.image.client_key))
         with pytest.raises(SSHError, match="refusing to connect"):
             GuestSSH.connect(port, stranger, client)  # any key but the guest's own
-        pinned = load_public(guest.image.root.host_key_pub)
+        pinned = load_public(guest.image.host_key_pub)
         assert GuestSSH.connect(port, pinned, client).run(["true"]).ok
 
 

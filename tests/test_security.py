@@ -25,10 +25,19 @@ def test_no_shell_true_anywhere():
     assert offenders == []
 
 
-def test_private_keys_are_0600(guest_image):
-    root = guest_image("debian-bookworm").root
-    for key in (root.client_key, root.tree / "etc/ssh/ssh_host_ed25519_key"):
+def test_private_keys_are_0600_and_the_cache_is_private(guest_image, mmap_cache_dir: Path):
+    image = guest_image("debian-bookworm")
+    root = image.root
+    for key in (image.client_key, root.client_key, root.tree / "etc/ssh/ssh_host_ed25519_key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    kinds = [d for d in mmap_cache_dir.iterdir() if d.is_dir()]
+    assert {"roots", "images"} <= {d.name for d in kinds}
+    for d in [mmap_cache_dir, *kinds, root.dir, image.dir, image.client_key.parent]:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    boot_files = [f for f in image.dir.rglob("*") if f.is_file() and f != image.client_key]
+    assert {image.kernel, image.initrd, image.host_key_pub} <= set(boot_files)
+    for f in boot_files:  # never written, readable by no one else
+        assert stat.S_IMODE(f.stat().st_mode) == 0o400, f
 
 
 @pytest.mark.integration
