@@ -43,13 +43,12 @@ def choose(requested: str, kernel: Path, initrd: Path, cache_dir: Path) -> Accel
         raise ConfigError(f"--accel {requested!r} is not one of auto, tcg, kvm")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelChoice("tcg", "no usable /dev/kvm on this host")
-    cache = cache_dir / "accel-probe" / f"{_probe_key(kernel)}.json"
+    cache = Cache(cache_dir).kind_dir("accel-probe") / f"{_probe_key(kernel)}.json"
     cached = _read_cached(cache)
     if cached is not None:
         return cached
     ok, detail = probe_kvm(kernel, initrd)
     choice = AccelChoice("kvm" if ok else "tcg", detail)
-    Cache(cache_dir).kind_dir("accel-probe")
     cache.write_text(json.dumps({"accel": choice.accel, "reason": choice.reason,
                                  "time": time.time()}))
     return choice

@@ -47,7 +47,8 @@ class Cache:
         return self.root / kind / key
 
     def kind_dir(self, kind: str) -> Path:
-        """`<cache>/<kind>`, made if absent; it and the cache directory are 0700."""
+        """`<cache>/<kind>`, made if absent. The cache directory and every kind
+        directory in it are made 0700 (a cache left by an older harness too)."""
         d = self.root / kind
         try:
             d.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ class Cache:
             raise HostError(f"cannot create the cache directory {d}: {e.strerror}",
                             hint="choose another with --cache-dir or fix its permissions") \
                 from None
-        for p in (self.root, d):
+        for p in (self.root, *(c for c in self.root.iterdir() if c.is_dir())):
             private(p)
         return d
 
