@@ -94,8 +94,11 @@ class Guest:
             self.ssh = GuestSSH.wait(port, load_public(self.image.host_key_pub),
                                      load_private(self.image.client_key), timeout,
                                      keep_waiting, self.timeout_scale)
-        except SSHTrustError:
-            raise
+        except SSHTrustError as e:  # the harness's problem, never the kernel's
+            raise SSHTrustError(e.message, hint=(
+                "another process may own that port, or the image was altered: rebuild it "
+                f"with `mmap-harness images clean --guest {self.image.definition.name}` "
+                "and run again")) from None
         except SSHError as e:
             why = e.message
             if watcher.fatal.is_set():

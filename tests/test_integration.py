@@ -6,6 +6,7 @@ mirror (cached after the first run), kernels boot, modules load.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,8 +20,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import kernel_image
-from harness.errors import SSHError
+from harness import kernel_image, keys
+from harness.errors import SSHError, SSHTrustError
+from harness.guest import Guest
 from harness.keys import load_private, load_public
 from harness.ssh import GuestSSH
 
@@ -139,6 +141,25 @@ def test_a_different_host_key_is_refused(boot_guest, tmp_path: Path):
             GuestSSH.connect(port, stranger, client)  # any key but the guest's own
         pinned = load_public(guest.image.host_key_pub)
         assert GuestSSH.connect(port, pinned, client).run(["true"]).ok
+
+
+def test_a_guest_showing_another_host_key_is_an_infra_error(guest_image, tmp_path: Path):
+    """Not "the guest did not come up": the kernel booted fine, and the harness
+    refuses to trust what answered. Promptly, not at the boot timeout."""
+    image = guest_image("debian-bookworm")
+    copy = tmp_path / "image"
+    subprocess.run(["cp", "-al", str(image.dir), str(copy)], check=True)
+    pinned = copy / image.host_key_pub.relative_to(image.dir)
+    pinned.unlink()  # a new file in its place: the cached image keeps its own
+    keys.write_keypair(tmp_path / "stranger", "stranger")
+    pinned.write_text((tmp_path / "stranger.pub").read_text())
+    stranger = dataclasses.replace(image, dir=copy)
+    start = time.monotonic()
+    with Guest(stranger, "tcg", tmp_path / "work", tmp_path / "console.log") as guest:
+        with pytest.raises(SSHTrustError, match="refusing to connect") as refused:
+            guest.wait_ssh(120)
+    assert refused.value.kind == "infra"
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
