@@ -14,6 +14,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def processes_with(*words: str) -> list[str]:
         if all(w in cmdline for w in words):
             found.append(f"{proc.name}: {cmdline[:120]}")
     return found
+
+
+def harness_scratch() -> set[str]:
+    """The harness's temporary directories (builds, sandbox layers, QEMU)."""
+    return {p.name for p in Path(tempfile.gettempdir()).glob("mmap-harness-*")}
 
 
 def qemu_processes(marker: str) -> list[str]:
@@ -167,6 +173,7 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
                                                              guest_image):
     image = guest_image("debian-bookworm")
     before = tree_digest(image.dir)
+    scratch_before = harness_scratch()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--results",
                              str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -191,6 +198,7 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
     if sig != signal.SIGKILL:
         assert proc.returncode == 130, err
         assert "Traceback" not in err and "QEMU stopped" in err
+        assert harness_scratch() == scratch_before   # build, layer and QEMU dirs gone
         data = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
         assert data["status"] == "fail"
         assert data["guests"][0]["error"].startswith("interrupted")
