@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
                      help="auto probes KVM by booting and falls back to TCG (default)")
     run.add_argument("--driver", action="append", metavar="NAME",
-                     help="driver spec name from drivers/linux/ (repeatable; default: all)")
+                     help="driver spec name from drivers/specs/ (repeatable; default: all)")
     run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                      help="extra guest kernel command-line argument (repeatable)")
     run.add_argument("--no-debug-boot", action="store_true",

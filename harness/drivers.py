@@ -1,4 +1,8 @@
-"""Driver specs: the small TOML files in drivers/linux/, validated before rendering."""
+"""Driver specs: the small TOML files in drivers/specs/, validated before rendering.
+
+One spec, every kernel family that has its template: drivers/<family>/templates/
+<template>.c.j2 (Linux and illumos today). Nothing in a spec names a family.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from .config import decode, load_toml
 from .errors import ConfigError
 
 DRIVERS_DIR = Path(__file__).resolve().parent.parent / "drivers"
-LINUX_DIR = DRIVERS_DIR / "linux"
-TEMPLATES_DIR = LINUX_DIR / "templates"
+SPECS_DIR = DRIVERS_DIR / "specs"
+FAMILIES = ("linux", "illumos")
 WORKLOADS_DIR = DRIVERS_DIR / "workloads"
 INCLUDE_DIR = DRIVERS_DIR / "include"
 PAGE_SIZE = 4096
@@ -30,6 +34,10 @@ TEMPLATE_PARAMS: dict[str, dict[str, tuple[int, int, int]]] = {
 }
 # Templates whose layout needs a minimum area (remap: four regions).
 MIN_ORDER = {"remap": 2, "umem": 1}
+
+
+def templates_dir(family: str) -> Path:
+    return DRIVERS_DIR / family / "templates"
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,10 @@ class DriverSpec:
         declared = TEMPLATE_PARAMS.get(self.template, {})
         return {k: self.params.get(k, default) for k, (_lo, _hi, default) in declared.items()}
 
+    def families(self) -> list[str]:
+        """The kernel families that have this spec's template."""
+        return [f for f in FAMILIES if (templates_dir(f) / f"{self.template}.c.j2").is_file()]
+
     def executables(self) -> list[str]:
         """Workload programs in run order; compat ones carry a -m32 suffix."""
         return [*self.workloads, *(f"{w}-m32" for w in self.workloads_m32)]
@@ -70,8 +82,9 @@ def load_spec(path: Path) -> DriverSpec:
 def validate(spec: DriverSpec, where: str) -> None:
     if not _C_IDENT.match(spec.name):
         raise ConfigError(f"{where}: name {spec.name!r} is not a short lower-case C identifier")
-    if not _C_IDENT.match(spec.template) or not (TEMPLATES_DIR / f"{spec.template}.c.j2").is_file():
-        known = ", ".join(sorted(p.name[:-5] for p in TEMPLATES_DIR.glob("*.c.j2")))
+    if not _C_IDENT.match(spec.template) or not spec.families():
+        known = ", ".join(sorted({p.name[:-5] for f in FAMILIES
+                                  for p in templates_dir(f).glob("*.c.j2")}))
         raise ConfigError(f"{where}: unknown template {spec.template!r}",
                           hint=f"templates are: {known}")
     if not _SAFE_TEXT.match(spec.description):
@@ -96,13 +109,13 @@ def validate(spec: DriverSpec, where: str) -> None:
 
 
 def all_specs() -> list[DriverSpec]:
-    return [load_spec(p) for p in sorted(LINUX_DIR.glob("*.toml"))]
+    return [load_spec(p) for p in sorted(SPECS_DIR.glob("*.toml"))]
 
 
 def find_specs(names: list[str]) -> list[DriverSpec]:
     """The specs whose `name` is in `names`; only those files are validated."""
     by_name: dict[str, Path] = {}
-    for path in sorted(LINUX_DIR.glob("*.toml")):
+    for path in sorted(SPECS_DIR.glob("*.toml")):
         name = load_toml(path).get("name")
         if isinstance(name, str):
             by_name[name] = path

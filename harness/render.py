@@ -1,4 +1,11 @@
-"""Rendering driver specs into C and Kbuild with jinja2 (undefined names are errors)."""
+"""Rendering driver specs into a kernel family's sources with jinja2
+(undefined names are errors).
+
+What each family's rendering produces, from which templates, is one table:
+
+    linux    <name>.c (from <template>.c.j2), Kbuild
+    illumos  <name>.c (from <template>.c.j2), <name>.conf (driver.conf)
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,36 @@ from pathlib import Path
 
 import jinja2
 
-from .drivers import INCLUDE_DIR, TEMPLATES_DIR, DriverSpec
+from .drivers import INCLUDE_DIR, DriverSpec, templates_dir
+from .errors import ConfigError
+
+# family -> [(template, output)], both formatted with the spec's template and name.
+OUTPUTS: dict[str, list[tuple[str, str]]] = {
+    "linux": [("{template}.c.j2", "{name}.c"), ("Kbuild.j2", "Kbuild")],
+    "illumos": [("{template}.c.j2", "{name}.c"), ("driver.conf.j2", "{name}.conf")],
+}
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+def _environment(family: str) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir(family))),
                               undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, autoescape=False)
 
 
-def render(spec: DriverSpec, out_dir: Path) -> Path:
-    """Write `<name>.c` and `Kbuild` for `spec` into `out_dir/<name>`; returns that dir."""
-    env = _environment()
+def render(spec: DriverSpec, out_dir: Path, family: str = "linux") -> Path:
+    """Write `spec`'s sources for `family` into `out_dir/<name>`; returns that dir.
+    The harness's shared user-API headers (drivers/include) go beside them."""
+    if family not in spec.families():
+        raise ConfigError(f"driver {spec.name} (template {spec.template}) has no {family} "
+                          "template", hint=f"it exists for: {', '.join(spec.families())}")
+    env = _environment(family)
     target = out_dir / spec.name
     target.mkdir(parents=True, exist_ok=True)
-    (target / f"{spec.name}.c").write_text(
-        env.get_template(f"{spec.template}.c.j2").render(spec=spec, params=spec.all_params()))
-    (target / "Kbuild").write_text(env.get_template("Kbuild.j2").render(spec=spec))
+    names = {"template": spec.template, "name": spec.name}
+    for template, output in OUTPUTS[family]:
+        text = env.get_template(template.format(**names)).render(
+            spec=spec, params=spec.all_params())
+        (target / output.format(**names)).write_text(text)
     for header in INCLUDE_DIR.glob("*.h"):
         shutil.copyfile(header, target / header.name)
     return target
