@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checks, load, results, workloads
+from . import checks, workloads
 from .errors import CommandTimeout, GuestDied
+from .family import KernelFamily
 from .guest import Guest
-from .plan import DriverPlan
+from .plan import HOLDER, DriverPlan
 from .results import ERROR, KERNEL_CRASH, DriverResult, Timings, WorkloadResult
 from .ssh import GuestSSH
-
-HOLDER = "hold"  # the workload that keeps a mapping alive for the rmmod check
 # error_kind of a driver: it would not load or unload, or a command in its run hung.
 DRIVER, HANG = "driver", "hang"
 
@@ -33,11 +32,14 @@ class Limits:
 
 
 class DriverRun:
-    def __init__(self, guest: Guest, ssh: GuestSSH, plan: DriverPlan, ko: Path,
-                 out_dir: Path, limits: Limits, timings: Timings,
+    """`ko` is the built module file; what loading means is the family's."""
+
+    def __init__(self, family: KernelFamily, guest: Guest, ssh: GuestSSH, plan: DriverPlan,
+                 ko: Path, out_dir: Path, limits: Limits, timings: Timings,
                  say: Callable[[str, str], None]) -> None:
         self.guest, self.ssh, self.plan, self.ko = guest, ssh, plan, ko
-        self.module = ko.stem.replace("-", "_")
+        self.family, self.kernel = family, family.ops(ssh)
+        self.module = family.module_name(ko)
         self.out_dir, self.limits, self.timings, self.say = out_dir, limits, timings, say
         self.result = DriverResult(plan.key)
         self.step = "load"
@@ -61,12 +63,12 @@ class DriverRun:
 
     def _load(self) -> bool:
         d, remote, start = self.result, workloads.REMOTE_DIR, time.monotonic()
-        self.free_before = checks.free_kib(self.ssh)
-        load.mark(self.ssh, f"loading {self.module}")
-        d.error = load.insmod(self.ssh, f"{remote}/{self.ko.name}", self.plan.module_params,
-                              self.limits.command_s)
+        self.free_before = self.kernel.free_kib()
+        self.kernel.mark(f"loading {self.module}")
+        d.error = self.kernel.load(f"{remote}/{self.ko.name}", self.plan.module_params,
+                                   self.limits.command_s)
         device = self.plan.device
-        if not d.error and device and not load.has_char_device(self.ssh, device):
+        if not d.error and device and not self.kernel.has_device(device):
             d.error = f"{device} did not appear after insmod"
         d.loaded = not d.error
         d.error_kind = DRIVER if d.error else ""
@@ -87,26 +89,25 @@ class DriverRun:
             self._record(result)
         if self.plan.spec is not None:
             self.step = "harness:counters"
-            self._record(checks.counters_settled(self.ssh, self.module))
+            self._record(self.kernel.counters_settled(self.module))
             self.step = "harness:rmmod-busy"
-            self._record(checks.rmmod_refused_while_mapped(
-                self.ssh, f"{remote}/{HOLDER}", self.plan.spec.device, self.module))
+            self._record(self.kernel.unload_refused_while_mapped(
+                f"{remote}/{HOLDER}", self.plan.spec.device, self.module))
         self.timings.workloads_s += round(time.monotonic() - start, 3)
 
     def _unload(self) -> None:
         d, start = self.result, time.monotonic()
         self.step = "unload"
-        d.error = load.rmmod(self.ssh, self.module, self.limits.command_s)
+        d.error = self.kernel.unload(self.module, self.limits.command_s)
         d.error_kind = DRIVER if d.error else ""
-        d.taint = load.taint(self.ssh)
-        d.taint_flags = results.taint_flags(d.taint)
-        log = load.dmesg(self.ssh)
-        self._record(checks.kernel_log_clean(log, f"mmap-harness: loading {self.module}"))
+        d.taint = self.kernel.taint()
+        d.taint_flags = self.family.taint_flags(d.taint)
+        log = self.kernel.kernel_log()
+        self._record(self.kernel.log_clean(log, f"mmap-harness: loading {self.module}"))
         if not d.error and self.plan.spec is not None:
-            self._record(checks.unload_report(log, self.module))
+            self._record(self.kernel.unload_report(log, self.module))
         if not d.error:
-            self._record(checks.free_memory_back(self.free_before,
-                                                 checks.free_kib(self.ssh)))
+            self._record(checks.free_memory_back(self.free_before, self.kernel.free_kib()))
         self.timings.load_s += round(time.monotonic() - start, 3)
 
     def _died(self, reason: str) -> None:

@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .drivers import WORKLOADS_DIR, DriverSpec
+from .drivers import INCLUDE_DIR, WORKLOADS_DIR, DriverSpec
 from .errors import ConfigError
 
+HOLDER = "hold"  # the workload that keeps a mapping alive for the busy-unload check
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=[^\0\n]*$")
 _STEM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DEVICE = re.compile(r"^/dev/[A-Za-z0-9_./-]+$")
@@ -64,6 +65,19 @@ def template_plan(spec: DriverSpec, extra: list[Workload]) -> DriverPlan:
 
 def external_plan(ext: ExternalDriver, extra: list[Workload]) -> DriverPlan:
     return DriverPlan(ext.source_dir.name, ext.device, extra, external=ext)
+
+
+def workloads_to_build(plans: list[DriverPlan]) -> list[Workload]:
+    """Every workload the plans run, and the holder, each once, in name order."""
+    wanted = {Workload(HOLDER, WORKLOADS_DIR / f"{HOLDER}.c")}
+    wanted |= {w for p in plans for w in p.workloads}
+    return sorted(wanted, key=lambda w: w.name)
+
+
+def workload_includes(plans: list[DriverPlan]) -> list[Path]:
+    """A workload sees the headers beside it, then its driver's (a test
+    program includes the driver's ioctl header), then the harness's."""
+    return [*(p.external.source_dir for p in plans if p.external), WORKLOADS_DIR, INCLUDE_DIR]
 
 
 def extra_workloads(paths: list[Path]) -> list[Workload]:

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import accel, images, load, results, workloads
-from .build import BUILD_TIMEOUT, Builder
+from . import accel, images, results, workloads
 from .cache import Cache
-from .driver_run import HOLDER, DriverRun, Limits
-from .drivers import INCLUDE_DIR, WORKLOADS_DIR
+from .driver_run import DriverRun, Limits
 from .errors import (
     BootError,
     ConfigError,
@@ -34,14 +32,17 @@ from .errors import (
     HostError,
     Interrupted,
 )
+from .family import Artifacts, BuildJob, family_of
 from .guest import Guest
 from .guests import Flavour, GuestDefinition
-from .plan import DriverPlan, Workload
+from .plan import DriverPlan
 from .progress import Progress
 from .qemu import qemu_version
-from .render import render
 from .results import GuestResult, RunResult, report_dict
 from .ssh import GuestSSH
+
+# Seconds one build job may take (a module's make, a workload's gcc), before --timeout-scale.
+BUILD_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,6 @@ class RunOptions:
         return (DEBUG_KERNEL_ARGS if self.debug_boot else []) + self.kernel_args
 
 
-@dataclass
-class Artifacts:
-    """What the build stage made for one guest."""
-
-    modules: dict[str, Path] = field(default_factory=dict)   # plan key -> .ko
-    workloads: dict[str, Path] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 def host_info() -> dict:
     return {"hostname": platform.node(), "kernel": platform.release(),
             "python": platform.python_version(), "qemu": qemu_version(),
@@ -146,6 +138,7 @@ class GuestRun:
         self.dir = run_dir / result.dir
         self.progress = progress
         self.timeouts = opts.timeouts
+        self.family = family_of(definition.family)
 
     def say(self, stage: str, message: str) -> None:
         self.progress.say(stage, f"{self.definition.name}: {message}")
@@ -188,7 +181,7 @@ class GuestRun:
         g.accel, g.accel_reason = choice.accel, choice.reason
         g.cpu_model = self.definition.qemu.cpu_model
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
-        sources = {p.key: render(p.spec, self.dir / "src")
+        sources = {p.key: self.family.render(p.spec, self.dir / "src")
                    for p in self.opts.drivers if p.spec is not None}
         cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
@@ -197,7 +190,10 @@ class GuestRun:
                           self.opts.guest_kernel_args(), self.timeouts.scale)
             try:
                 with guest:
-                    built = pool.submit(self._build, image, sources, cancel)
+                    job = BuildJob(image, self.opts.drivers, sources, self.dir / "build",
+                                   cancel, self.timeouts.build, self.say)
+                    up = SSHReady(cancel)
+                    built = pool.submit(self.family.build, job, up.wait)
 
                     def build_failed() -> bool:
                         return built.done() and built.exception() is not None
@@ -208,6 +204,7 @@ class GuestRun:
                         if build_failed():
                             raise built.exception() from None  # the real cause
                         raise
+                    up.set(ssh)
                     g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
                     g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
                                                check=True).stdout.strip()
@@ -229,41 +226,17 @@ class GuestRun:
                 g.timings.shutdown_s = round(guest.shutdown_s, 3)
                 self.say("stop", f"QEMU gone after {guest.shutdown_s:.1f}s")
 
-    def _build(self, image: images.GuestImage, sources: dict[str, Path],
-               cancel: threading.Event) -> Artifacts:
-        start = time.monotonic()
-        art = Artifacts()
-        out, logs = self.dir / "build", self.dir / "build" / "logs"
-        # A workload sees the headers beside it, then its driver's (a test
-        # program includes the driver's ioctl header), then the harness's.
-        includes = [p.external.source_dir for p in self.opts.drivers if p.external]
-        includes += [WORKLOADS_DIR, INCLUDE_DIR]
-        wanted = {Workload(HOLDER, WORKLOADS_DIR / f"{HOLDER}.c")}
-        wanted |= {w for p in self.opts.drivers for w in p.workloads}
-        with Builder(image.root, cancel, self.timeouts.build) as b:
-            for p in self.opts.drivers:
-                log = logs / f"{p.key}.log"
-                art.modules[p.key] = (
-                    b.module(sources[p.key], p.key, out, log) if p.external is None
-                    else b.external_module(p.external, out / "external", log))
-            for w in sorted(wanted, key=lambda w: w.name):
-                art.workloads[w.name] = b.workload(w.source, out, logs / f"{w.name}.log",
-                                                   w.m32, includes)
-        art.seconds = time.monotonic() - start
-        self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
-                 f"in {art.seconds:.1f}s with {self.result.compiler}")
-        return art
-
     def _exercise(self, guest: Guest, ssh: GuestSSH, art: Artifacts) -> None:
         remote = workloads.REMOTE_DIR
-        ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
-        for path in [*art.modules.values(), *art.workloads.values()]:
-            ssh.put(path, f"{remote}/{path.name}", 0o755)
+        if not art.in_guest:  # built on the host: upload
+            ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
+            for path in [*art.modules.values(), *art.workloads.values()]:
+                ssh.put(path, f"{remote}/{path.name}", 0o755)
         env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.opts.drivers:
-            run = DriverRun(guest, ssh, plan, art.modules[plan.key], self.dir, limits,
-                            self.result.timings, self.say)
+            run = DriverRun(self.family, guest, ssh, plan, art.modules[plan.key], self.dir,
+                            limits, self.result.timings, self.say)
             try:
                 run.run()
             finally:
@@ -271,9 +244,31 @@ class GuestRun:
 
     def _save_dmesg(self, ssh: GuestSSH) -> None:
         try:
-            (self.dir / "dmesg.txt").write_text(load.dmesg(ssh))
+            (self.dir / "dmesg.txt").write_text(self.family.ops(ssh).kernel_log())
         except HarnessError as e:  # the guest may be gone; the console log has the rest
             print(f"warning: could not read dmesg: {e}", file=sys.stderr)
+
+
+class SSHReady:
+    """Hands the guest's SSH connection to the build thread once it is up
+    (a family that builds in the guest waits here; one that builds on the
+    host never asks)."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self._ssh: GuestSSH | None = None
+        self._ready = threading.Event()
+        self._cancel = cancel
+
+    def set(self, ssh: GuestSSH) -> None:
+        self._ssh = ssh
+        self._ready.set()
+
+    def wait(self) -> GuestSSH:
+        while not self._ready.wait(0.1):
+            if self._cancel.is_set():
+                raise Interrupted("the run stopped before the guest's SSH was up")
+        assert self._ssh is not None
+        return self._ssh
 
 
 def _now() -> str:

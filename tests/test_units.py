@@ -133,7 +133,7 @@ def test_table_shows_status_and_timings():
 
 
 def test_free_pages_counts_buddy_and_per_cpu_lists():
-    from harness.checks import free_pages
+    from harness.linux.checks import free_pages
     zoneinfo = """Node 0, zone      DMA
   pages free     3968
         nr_free_pages 3968

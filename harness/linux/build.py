@@ -21,10 +21,10 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from . import sandbox
-from .errors import BuildError
-from .plan import ExternalDriver
-from .rootfs import BuildRoot
+from .. import sandbox
+from ..errors import BuildError
+from ..plan import ExternalDriver
+from ..rootfs import BuildRoot
 
 BUILD_TIMEOUT = 600.0
 BUILD_DIR = "/build"

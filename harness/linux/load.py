@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ssh import GuestSSH
+from ..ssh import GuestSSH
 
 LOG_BUFFER_BYTES = 1 << 22
 

@@ -1,0 +1,93 @@
+"""Kernel families behind one small interface, so the pipeline never asks which.
+
+    family = family_of(definition)            # a table from name to implementation
+    src = family.render(spec, out_dir)        # the family's templates
+    art = family.build(job, ssh)              # Linux: in the build root, while the guest
+                                              # boots; illumos: in the guest, once SSH is up
+    ops = family.ops(ssh)                     # load, unload, kernel log, counters, checks
+    family.patterns                           # what a crash looks like on its console
+
+Each family lives in its own package (harness/linux, harness/illumos) with
+its own patterns and nothing of the other's; session.py and driver_run.py
+see only this interface. Like syzkaller's per-OS reporters, an unknown
+name is an error at lookup, not a crash later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .drivers import DriverSpec
+    from .plan import DriverPlan
+    from .results import WorkloadResult
+    from .ssh import GuestSSH
+    from .watcher import ReportPattern
+
+
+@dataclass
+class Artifacts:
+    """What the build stage made for one guest: host files to upload."""
+
+    modules: dict[str, Path] = field(default_factory=dict)   # plan key -> module file
+    workloads: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+    in_guest: bool = False      # already in the guest's REMOTE_DIR (built there)
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything a family needs to build one guest's drivers and workloads."""
+
+    image: object                       # the family's image (images.GuestImage for Linux)
+    plans: list[DriverPlan]
+    sources: dict[str, Path]            # plan key -> rendered source dir
+    out: Path                           # <guest dir>/build
+    cancel: threading.Event
+    timeout: float                      # per build job, already scaled
+    say: Callable[[str, str], None]
+
+
+class KernelOps(Protocol):
+    """What the pipeline does to a booted guest's kernel, over its SSH."""
+
+    def mark(self, text: str) -> None: ...
+    def free_kib(self) -> int: ...
+    def load(self, path: str, params: list[str], timeout: float) -> str: ...
+    def has_device(self, path: str) -> bool: ...
+    def unload(self, module: str, timeout: float) -> str: ...
+    def taint(self) -> int: ...
+    def kernel_log(self) -> str: ...
+    def counters_settled(self, module: str) -> WorkloadResult: ...
+    def unload_refused_while_mapped(self, holder: str, device: str,
+                                    module: str) -> WorkloadResult: ...
+    def log_clean(self, log: str, since: str) -> WorkloadResult: ...
+    def unload_report(self, log: str, module: str) -> WorkloadResult: ...
+
+
+class KernelFamily(Protocol):
+    name: str
+    patterns: tuple[ReportPattern, ...]
+
+    def render(self, spec: DriverSpec, out_dir: Path) -> Path: ...
+    def build(self, job: BuildJob, ssh: Callable[[], GuestSSH]) -> Artifacts: ...
+    def ops(self, ssh: GuestSSH) -> KernelOps: ...
+    def module_name(self, module_file: Path) -> str: ...
+    def taint_flags(self, taint: int) -> list[str]: ...
+
+
+def family_of(name: str) -> KernelFamily:
+    """The implementation of family `name` (imported on first use)."""
+    if name == "linux":
+        from .linux import LINUX
+        return LINUX
+    if name == "illumos":
+        from .illumos.family import ILLUMOS
+        return ILLUMOS
+    raise ConfigError(f"unknown kernel family {name!r}", hint="families are: linux, illumos")

@@ -1,0 +1,107 @@
+"""The Linux kernel family: Kbuild in a Debian build root, insmod/rmmod,
+sysfs counters, dmesg, and Linux's console reports (harness.watcher.LINUX).
+
+Modules and workloads are compiled in the guest's build root on the build
+thread while the guest boots (each job in a sandbox), so they are ready when
+SSH is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import results
+from ..drivers import DriverSpec
+from ..family import Artifacts, BuildJob
+from ..plan import workload_includes, workloads_to_build
+from ..render import render
+from ..results import WorkloadResult
+from ..ssh import GuestSSH
+from ..watcher import LINUX as LINUX_PATTERNS
+from . import checks, load
+from .build import Builder
+
+
+class LinuxOps:
+    """The kernel of one booted Linux guest, over its SSH."""
+
+    def __init__(self, ssh: GuestSSH) -> None:
+        self.ssh = ssh
+
+    def mark(self, text: str) -> None:
+        load.mark(self.ssh, text)
+
+    def free_kib(self) -> int:
+        return checks.free_kib(self.ssh)
+
+    def load(self, path: str, params: list[str], timeout: float) -> str:
+        return load.insmod(self.ssh, path, params, timeout)
+
+    def has_device(self, path: str) -> bool:
+        return load.has_char_device(self.ssh, path)
+
+    def unload(self, module: str, timeout: float) -> str:
+        return load.rmmod(self.ssh, module, timeout)
+
+    def taint(self) -> int:
+        return load.taint(self.ssh)
+
+    def kernel_log(self) -> str:
+        return load.dmesg(self.ssh)
+
+    def counters_settled(self, module: str) -> WorkloadResult:
+        return checks.counters_settled(self.ssh, module)
+
+    def unload_refused_while_mapped(self, holder: str, device: str,
+                                    module: str) -> WorkloadResult:
+        return checks.rmmod_refused_while_mapped(self.ssh, holder, device, module)
+
+    def log_clean(self, log: str, since: str) -> WorkloadResult:
+        return checks.kernel_log_clean(log, since)
+
+    def unload_report(self, log: str, module: str) -> WorkloadResult:
+        return checks.unload_report(log, module)
+
+
+class LinuxFamily:
+    name = "linux"
+    patterns = tuple(LINUX_PATTERNS)
+
+    def render(self, spec: DriverSpec, out_dir: Path) -> Path:
+        return render(spec, out_dir, self.name)
+
+    def build(self, job: BuildJob, ssh: Callable[[], GuestSSH]) -> Artifacts:
+        """Everything, in the build root, without waiting for the guest."""
+        start = time.monotonic()
+        art = Artifacts()
+        logs = job.out / "logs"
+        includes = workload_includes(job.plans)
+        root = job.image.root  # type: ignore[attr-defined]
+        with Builder(root, job.cancel, job.timeout) as b:
+            for p in job.plans:
+                log = logs / f"{p.key}.log"
+                art.modules[p.key] = (
+                    b.module(job.sources[p.key], p.key, job.out, log) if p.external is None
+                    else b.external_module(p.external, job.out / "external", log))
+            for w in workloads_to_build(job.plans):
+                art.workloads[w.name] = b.workload(w.source, job.out, logs / f"{w.name}.log",
+                                                   w.m32, includes)
+        art.seconds = time.monotonic() - start
+        job.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
+                f"in {art.seconds:.1f}s with {root.manifest['compiler']}")
+        return art
+
+    def ops(self, ssh: GuestSSH) -> LinuxOps:
+        return LinuxOps(ssh)
+
+    def module_name(self, module_file: Path) -> str:
+        return module_file.stem.replace("-", "_")
+
+    def taint_flags(self, taint: int) -> list[str]:
+        return results.taint_flags(taint)
+
+
+LINUX = LinuxFamily()
+__all__ = ["LINUX", "LinuxFamily", "LinuxOps"]

@@ -1,0 +1,106 @@
+"""How the harness checks a driver in a Linux guest: free memory from the
+page allocator, the driver's counters in sysfs, rmmod while mapped, the
+driver's unload line and the kernel log (the verdicts are harness.checks').
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import time
+
+from ..checks import counters_verdict
+from ..results import FAIL, PASS, WorkloadResult
+from ..ssh import GuestSSH
+
+PAGE_SIZE = 4096
+HOLD_READY_TIMEOUT = 30.0   # base seconds for the holder to map the device
+HOLD_POLL_S = 0.1           # the in-guest loop's sleep (busybox takes fractions)
+COMMAND_SLACK_S = 10.0      # the SSH command around that loop gets this much more
+
+
+def free_kib(ssh: GuestSSH) -> int:
+    """Free memory as the page allocator sees it: the buddy lists plus the
+    per-CPU page lists (MemFree leaves those out, and they hold megabytes,
+    so a leak could hide in them). Counter deltas are folded in first."""
+    # Clean page cache comes and goes with whatever the guest reads (a disk
+    # guest's files): drop it so only memory somebody holds is counted.
+    script = ("sync; echo 3 > /proc/sys/vm/drop_caches; "
+              "cat /proc/sys/vm/stat_refresh; cat /proc/zoneinfo")
+    zoneinfo = ssh.run(["sh", "-c", script], timeout=60, check=True).stdout
+    return free_pages(zoneinfo) * PAGE_SIZE // 1024
+
+
+def free_pages(zoneinfo: str) -> int:
+    buddy = sum(int(n) for n in re.findall(r"^\s+nr_free_pages\s+(\d+)", zoneinfo, re.M))
+    per_cpu = sum(int(n) for n in re.findall(r"^\s+count:\s+(\d+)", zoneinfo, re.M))
+    return buddy + per_cpu
+
+
+def module_counter(ssh: GuestSSH, module: str, name: str) -> int | None:
+    r = ssh.run(["cat", f"/sys/module/{module}/parameters/{name}"], timeout=30)
+    return int(r.stdout) if r.ok and r.stdout.strip().lstrip("-").isdigit() else None
+
+
+def counters_settled(ssh: GuestSSH, module: str) -> WorkloadResult:
+    """The driver's counters from sysfs, once every workload process has exited."""
+    start = time.monotonic()
+    found = {name: module_counter(ssh, module, name)
+             for name in ("live_pages", "resident_pages", "maps")}
+    return counters_verdict(found, time.monotonic() - start)
+
+
+def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
+                               module: str) -> WorkloadResult:
+    """Start `holder` (maps the device, then sleeps); rmmod must fail until it is gone."""
+    start = time.monotonic()
+    script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
+              'i=0; while [ $i -lt "$4" ] && ! grep -q holding "$3"; '
+              'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
+    out = f"{posixpath.dirname(holder)}/hold.out"
+    polls = int(HOLD_READY_TIMEOUT * ssh.timeout_scale / HOLD_POLL_S)
+    started = ssh.run(["sh", "-c", script, "hold", holder, device, out, str(polls)],
+                      timeout=HOLD_READY_TIMEOUT + COMMAND_SLACK_S)
+    pid = started.stdout.split()[0] if started.stdout.split() else ""
+    if not started.ok or not pid.isdigit():
+        if pid.isdigit():
+            ssh.run(["kill", "-9", pid], timeout=30)
+        return WorkloadResult("harness:rmmod-busy", FAIL, {},
+                              f"the holder could not map {device}: {started.stdout.strip()}",
+                              time.monotonic() - start)
+    refused = ssh.run(["rmmod", module], timeout=30)
+    ssh.run(["sh", "-c", 'kill -9 "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done',
+             "reap", pid], timeout=30)
+    ok = not refused.ok
+    message = "" if ok else "rmmod succeeded while a process still mapped the device"
+    return WorkloadResult("harness:rmmod-busy", PASS if ok else FAIL,
+                          {"rmmod_error": refused.stderr.strip()}, message,
+                          time.monotonic() - start)
+
+
+def unload_report(dmesg_text: str, module: str) -> WorkloadResult:
+    """The driver's own unload line must say 0 pages are still allocated."""
+    found = re.findall(rf"{re.escape(module)}: unloaded, (-?\d+) pages still allocated",
+                       dmesg_text)
+    if not found:
+        return WorkloadResult("harness:unload", FAIL, {}, "no unload report in dmesg")
+    left = int(found[-1])
+    return WorkloadResult("harness:unload", PASS if left == 0 else FAIL,
+                          {"pages_still_allocated": left},
+                          "" if left == 0 else f"{left} page(s) leaked at unload")
+
+
+# What a kernel prints when something went wrong; issue-level detail is the
+# console watcher's job, this is the per-driver verdict on dmesg.
+KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|general protection fault|Kernel panic|"
+                            r"KASAN|KFENCE|UBSAN|kernel BUG|Call Trace:")
+
+
+def kernel_log_clean(dmesg_text: str, since: str) -> WorkloadResult:
+    """No warning, BUG or oops in the kernel log after the line `since`."""
+    at = dmesg_text.rfind(since)
+    tail = dmesg_text[at:] if at >= 0 else dmesg_text
+    bad = [line for line in tail.splitlines() if KERNEL_TROUBLE.search(line)]
+    return WorkloadResult("harness:dmesg-clean", FAIL if bad else PASS,
+                          {"trouble_lines": len(bad)},
+                          "; ".join(bad[:3]) if bad else "")
