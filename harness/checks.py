@@ -3,13 +3,16 @@
 - no leak: with no process using the device, the driver holds only the pages it
   keeps by design (live_pages == resident_pages), and the guest's free memory
   comes back within a tolerance;
-- no mapping left (maps == 0) once every process has exited.
+- no mapping left (maps == 0) once every process has exited;
+- the driver's own unload line says no page is still allocated.
 
 How the figures are read from a guest is the family's business (harness/linux,
 harness/illumos).
 """
 
 from __future__ import annotations
+
+import re
 
 from .results import FAIL, PASS, WorkloadResult
 
@@ -33,6 +36,19 @@ def counters_verdict(found: dict[str, int | None], seconds: float) -> WorkloadRe
         problems.append(f"maps is {maps} with no process left (the mapping open/close callbacks are unbalanced)")
     return WorkloadResult("harness:counters", FAIL if problems else PASS, dict(found),
                           "; ".join(problems), seconds)
+
+
+def unload_report(log: str, module: str) -> WorkloadResult:
+    """The driver's own unload line ("NAME: unloaded, N pages still allocated",
+    printed by every family's templates) must say 0."""
+    found = re.findall(rf"{re.escape(module)}: unloaded, (-?\d+) pages still allocated",
+                       log)
+    if not found:
+        return WorkloadResult("harness:unload", FAIL, {}, "no unload report in the kernel log")
+    left = int(found[-1])
+    return WorkloadResult("harness:unload", PASS if left == 0 else FAIL,
+                          {"pages_still_allocated": left},
+                          "" if left == 0 else f"{left} page(s) leaked at unload")
 
 
 def free_memory_back(before_kib: int, after_kib: int) -> WorkloadResult:

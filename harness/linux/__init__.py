@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import checks as verdicts
 from .. import results
 from ..drivers import DriverSpec
 from ..family import Artifacts, BuildJob
@@ -62,7 +63,7 @@ class LinuxOps:
         return checks.kernel_log_clean(log, since)
 
     def unload_report(self, log: str, module: str) -> WorkloadResult:
-        return checks.unload_report(log, module)
+        return verdicts.unload_report(log, module)
 
 
 class LinuxFamily:

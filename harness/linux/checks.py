@@ -78,18 +78,6 @@ def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
                           time.monotonic() - start)
 
 
-def unload_report(dmesg_text: str, module: str) -> WorkloadResult:
-    """The driver's own unload line must say 0 pages are still allocated."""
-    found = re.findall(rf"{re.escape(module)}: unloaded, (-?\d+) pages still allocated",
-                       dmesg_text)
-    if not found:
-        return WorkloadResult("harness:unload", FAIL, {}, "no unload report in dmesg")
-    left = int(found[-1])
-    return WorkloadResult("harness:unload", PASS if left == 0 else FAIL,
-                          {"pages_still_allocated": left},
-                          "" if left == 0 else f"{left} page(s) leaked at unload")
-
-
 # What a kernel prints when something went wrong; issue-level detail is the
 # console watcher's job, this is the per-driver verdict on dmesg.
 KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|general protection fault|Kernel panic|"
