@@ -173,7 +173,11 @@ static int do_mremap(struct state *s)
 
 	if (!m)
 		return 0;
+#ifdef MREMAP_MAYMOVE
 	p = mremap(m->addr, m->len, len, below(2) ? MREMAP_MAYMOVE : 0);
+#else
+	p = MAP_FAILED;	/* no mremap(2) (illumos): the op is a refused call */
+#endif
 	if (p == MAP_FAILED)
 		return -1;
 	m->addr = p;

@@ -24,6 +24,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifndef __linux__
+#include <sys/ioctl.h>
+#include "mmap_harness.h"	/* MH_IOC_COUNTERS: the counters without sysfs */
+#endif
 
 #define MH_TEXT_MAX	8192
 
@@ -92,6 +96,7 @@ static inline const char *mh_module(const char *device)
 	return slash ? slash + 1 : device;
 }
 
+#ifdef __linux__
 /* A counter from /sys/module/NAME/parameters/PARAM, or -1. */
 static inline long mh_param(const char *device, const char *param)
 {
@@ -108,6 +113,64 @@ static inline long mh_param(const char *device, const char *param)
 	fclose(f);
 	return value;
 }
+#else
+/*
+ * illumos has no sysfs: the counters come from the driver's MH_IOC_COUNTERS
+ * snapshot, and the remap layout (Linux exports it as parameters) is derived
+ * from area_bytes, the read/write region's size, as remap.c.j2 lays it out:
+ * four equal regions by offset, the shifted buffer MH_BUFFER_OFFSET into the
+ * last. A name with no meaning on illumos (wo_request_flags: Linux vm_flags)
+ * answers -1, as a missing sysfs file does on Linux.
+ */
+#define MH_BUFFER_OFFSET	0x800L
+
+enum { MH_REGION_RW, MH_REGION_RO, MH_REGION_WO, MH_REGION_SHIFTED };
+
+static inline long mh_layout(const char *param, long region)
+{
+	static const char *const offsets[] = { "rw_offset", "ro_offset", "wo_offset",
+					       "shifted_offset" };
+	static const char *const sizes[] = { "rw_size", "ro_size", "wo_size", "shifted_size" };
+	int r;
+
+	for (r = MH_REGION_RW; r <= MH_REGION_SHIFTED; r++) {
+		if (strcmp(param, offsets[r]) == 0)
+			return r * region;
+		if (strcmp(param, sizes[r]) == 0)
+			return region;
+	}
+	if (strcmp(param, "buffer_offset") == 0)
+		return MH_BUFFER_OFFSET;
+	if (strcmp(param, "buffer_size") == 0)
+		return region - MH_BUFFER_OFFSET;
+	return -1;
+}
+
+static inline long mh_param(const char *device, const char *param)
+{
+	struct mh_counters c;
+	int fd = open(device, O_RDWR);
+	int ok = fd >= 0 && ioctl(fd, MH_IOC_COUNTERS, &c) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	if (!ok)
+		return -1;
+	if (strcmp(param, "live_pages") == 0)
+		return (long)c.live_pages;
+	if (strcmp(param, "resident_pages") == 0)
+		return (long)c.resident_pages;
+	if (strcmp(param, "opens") == 0)
+		return (long)c.opens - 1;	/* not counting this probe's own open */
+	if (strcmp(param, "maps") == 0)
+		return (long)c.maps;
+	if (strcmp(param, "faults") == 0)
+		return (long)c.faults;
+	if (strcmp(param, "area_bytes") == 0)
+		return (long)c.area_bytes;
+	return mh_layout(param, (long)c.area_bytes);
+}
+#endif
 
 static sigjmp_buf mh_fault_jmp __attribute__((unused));
 static volatile sig_atomic_t mh_fault_sig __attribute__((unused));
