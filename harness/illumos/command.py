@@ -37,19 +37,18 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
                                f"illumos-gate), or set {GATE_ENV}")
     cflags = [gcc_flag(f) for f in req.cflags]
     own = [sources.from_dir(d) for d in req.driver_dirs]
-    gate = open_gate(gate_path)
-    cache = Cache(req.cache_dir)
-    entry_key = derived.key(gate)
-    start = time.monotonic()
-    with cache.lease(derived.KIND, entry_key):
-        data = derived.derive(gate, cache)
-        how = (f"derived in {data.built_s:.1f} s" if data.built_s
-               else f"cached, read in {time.monotonic() - start:.2f} s")
-        say(f"illumos-gate {gate.commit[:12]} ({gate.path}): {len(data.symbols)} symbols "
-            f"of unix/genunix, flags and headers {how} ({data.dir})")
-        results: list[DriverResult] = []
-        with tempfile.TemporaryDirectory(prefix="mmap-harness-illumos-") as tmp:
-            modules = _modules(req.drivers, own, Path(tmp) / "src")
+    with tempfile.TemporaryDirectory(prefix="mmap-harness-illumos-") as tmp:
+        modules = _modules(req.drivers, own, Path(tmp) / "src")
+        gate = open_gate(gate_path)
+        cache = Cache(req.cache_dir)
+        start = time.monotonic()
+        with cache.lease(derived.KIND, derived.key(gate)):
+            data = derived.derive(gate, cache)
+            how = (f"derived in {data.built_s:.1f} s" if data.built_s
+                   else f"cached, read in {time.monotonic() - start:.2f} s")
+            say(f"illumos-gate {gate.commit[:12]} ({gate.path}): {len(data.symbols)} "
+                f"symbols of unix/genunix, flags and headers {how} ({data.dir})")
+            results: list[DriverResult] = []
             for n, module in enumerate(modules):
                 result = check(module, data, Path(tmp) / f"{n}-{module.name}", cflags,
                                req.picky)

@@ -98,8 +98,6 @@ def _function_name(words: list[str]) -> str | None:
     for k, w in enumerate(words):
         if w == "(" and k > 0 and _ident(words[k - 1]) and words[k - 1] not in _NOT_NAMES:
             return words[k - 1]
-        if w == "(" and k + 1 < len(words) and words[k + 1] == "*":
-            continue
     return None
 
 

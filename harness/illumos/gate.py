@@ -141,12 +141,7 @@ def open_gate(path: Path) -> Gate:
 
 
 def _git_dir(top: Path) -> Path | None:
-    try:
-        proc = subprocess.run(["git", "-C", str(top), "rev-parse", "--absolute-git-dir"],
-                              capture_output=True, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise HostError("git is not installed (it reads the gate)",
-                        hint="install it: apt-get install git (ci/bootstrap.sh does)") from None
+    proc = _git(["git", "-C", str(top), "rev-parse", "--absolute-git-dir"])
     if proc.returncode != 0:
         if b"dubious ownership" in proc.stderr:
             raise ConfigError(f"git refuses to read {top}: it belongs to another user",
@@ -157,12 +152,16 @@ def _git_dir(top: Path) -> Path | None:
 
 
 def _run(cmd: list[str], what: str, check: bool = True) -> bytes:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise HostError("git is not installed (it reads the gate)",
-                        hint="install it: apt-get install git (ci/bootstrap.sh does)") from None
+    proc = _git(cmd)
     if proc.returncode != 0 and check:
         raise HostError(f"git could not {what}: {proc.stderr.decode(errors='replace').strip()}",
                         hint="check that the gate is a readable git repository")
     return proc.stdout if proc.returncode == 0 else b""
+
+
+def _git(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise HostError("git is not installed (it reads the gate)",
+                        hint="install it: apt-get install git (ci/bootstrap.sh does)") from None
