@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what mmap-harness needs on a Debian or Ubuntu host, idempotently:
-# QEMU, debootstrap and friends from apt, then the harness into .venv.
+# QEMU, debootstrap and friends from apt (and git, gcc, binutils and perl for
+# `illumos check`), then the harness into .venv.
 # Used by both README commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap debian-archive-keyring gpgv
               busybox-static cpio zstd lz4
-              e2fsprogs util-linux python3-venv)
+              e2fsprogs util-linux python3-venv
+              git gcc binutils perl)    # illumos check: reads the gate, compiles, ld -r, nm, cstyle
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import drivers, guests, images, plan, session
+from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
 from .guests import Flavour
@@ -88,6 +89,27 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--stale", action="store_true",
                        help="keep what the current definitions and recipes use")
     clean.add_argument("--cache-dir", type=Path, default=None)
+
+    ill = sub.add_parser("illumos", help="illumos drivers, checked on this host")
+    ilsub = ill.add_subparsers(dest="action", required=True)
+    chk = ilsub.add_parser("check", help="compile, link, symbol and cstyle check against "
+                                         "an illumos-gate tree")
+    chk.add_argument("--gate", type=Path, default=None, metavar="PATH",
+                     help="illumos-gate git checkout or bare repository "
+                          f"(default: ${illumos_check.GATE_ENV})")
+    chk.add_argument("--driver", action="append", metavar="NAME",
+                     help="driver spec to render for illumos (repeatable; default: every "
+                          "spec with an illumos template, unless --driver-dir is given)")
+    chk.add_argument("--driver-dir", action="append", type=Path, default=[], metavar="DIR",
+                     help="your own driver: every .c in DIR is one module (repeatable)")
+    chk.add_argument("--cflag", action="append", default=[], metavar="FLAG",
+                     help="gcc option after the gate's, as a driver's Makefile adds "
+                          "`CERRWARN += -_gcc=FLAG` (repeatable; -_gcc= is accepted)")
+    chk.add_argument("--no-cstyle-picky", dest="picky", action="store_false",
+                     help="cstyle without -p, for gate code older than git-pbchk's rules")
+    chk.add_argument("--cache-dir", type=Path, default=None,
+                     help="where what is derived from the gate is kept "
+                          "(default: $XDG_CACHE_HOME/mmap-harness)")
     return p
 
 
@@ -165,6 +187,14 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def _cmd_illumos(args: argparse.Namespace) -> int:
+    results = illumos_check.run(illumos_check.Request(
+        gate=args.gate, drivers=args.driver, driver_dirs=args.driver_dir,
+        cflags=args.cflag, picky=args.picky,
+        cache_dir=args.cache_dir or default_cache_dir()), print)
+    return 0 if all(r.ok for r in results) else EXIT_FAIL
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
@@ -176,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, progress)
+        if args.command == "illumos":
+            return _cmd_illumos(args)
         return _cmd_images(args, progress)
     except (KeyboardInterrupt, Interrupted) as e:
         what = e.message if isinstance(e, Interrupted) else "stopped by SIGINT"

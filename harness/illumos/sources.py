@@ -1,0 +1,41 @@
+"""The driver modules an illumos check looks at: the harness's specs rendered
+for illumos, and a user's own source directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import drivers
+from ..errors import ConfigError
+from ..render import render
+from .check import Module
+
+FAMILY = "illumos"
+
+
+def rendered(names: list[str] | None, out_dir: Path) -> list[Module]:
+    """The named specs (default: every spec with an illumos template) rendered
+    under `out_dir`. cstyle reads the driver's C file; the user-API header
+    beside it is the harness's, shared with Linux."""
+    specs = drivers.find_specs(names) if names else [
+        s for s in drivers.all_specs() if FAMILY in s.families()]
+    modules = []
+    for spec in specs:
+        target = render(spec, out_dir, FAMILY)
+        source = target / f"{spec.name}.c"
+        modules.append(Module(spec.name, [source], [target, drivers.INCLUDE_DIR], [source]))
+    return modules
+
+
+def from_dir(path: Path) -> Module:
+    """Every .c of `path` as one module, named after the directory; cstyle reads
+    its .c and .h files."""
+    if not path.is_dir():
+        raise ConfigError(f"--driver-dir {path}: no such directory",
+                          hint="give the directory holding the driver's .c files")
+    sources = sorted(path.glob("*.c"))
+    if not sources:
+        raise ConfigError(f"--driver-dir {path}: no .c file in it",
+                          hint="give the directory holding the driver's .c files")
+    return Module(path.resolve().name, sources, [path, drivers.INCLUDE_DIR],
+                  [*sources, *sorted(path.glob("*.h"))])
