@@ -4,7 +4,9 @@
 What each family's rendering produces, from which templates, is one table:
 
     linux    <name>.c (from <template>.c.j2), Kbuild
-    illumos  <name>.c (from <template>.c.j2), <name>.conf (driver.conf)
+    illumos  <name>.c (from <template>.c.j2), <name>.conf (driver.conf),
+             <name>.install (TOML: the files, devlink.tab line and add_drv /
+             devfsadm / rem_drv commands that install it in a guest)
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from .errors import ConfigError
 # family -> [(template, output)], both formatted with the spec's template and name.
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "linux": [("{template}.c.j2", "{name}.c"), ("Kbuild.j2", "Kbuild")],
-    "illumos": [("{template}.c.j2", "{name}.c"), ("driver.conf.j2", "{name}.conf")],
+    "illumos": [("{template}.c.j2", "{name}.c"), ("driver.conf.j2", "{name}.conf"),
+                ("install.j2", "{name}.install")],
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import drivers, plan
+from harness.config import load_toml
 from harness.errors import ConfigError
 from harness.render import render
 
@@ -49,6 +50,34 @@ def test_every_driver_refuses_private_and_exec_maps(tmp_path: Path):
         text = (render(spec, tmp_path) / f"{spec.name}.c").read_text()
         assert ".mmap\t\t= mh_mmap_checked," in text, spec.name
         assert "refusals" in spec.workloads, spec.name
+
+
+def test_every_spec_with_an_illumos_template_renders_for_illumos(tmp_path: Path):
+    """The same specs render for illumos: the C source, its driver.conf and its
+    install steps, each naming the driver, nothing of jinja left. (Compiling
+    them against illumos-gate is `mmap-harness illumos check`'s job.)"""
+    specs = [s for s in drivers.all_specs() if "illumos" in s.families()]
+    assert {s.template for s in specs} == {"umem", "remap", "fault", "dmabuf"}
+    for spec in specs:
+        out = render(spec, tmp_path, "illumos")
+        source, conf, install = (out / f"{spec.name}{ext}" for ext in (".c", ".conf", ".install"))
+        for path in (source, conf, install):
+            text = path.read_text()
+            assert spec.name in text, path
+            assert not re.search(r"\{\{|\{%|\{#|%\}|#\}", text), path
+        c = source.read_text()
+        assert f'#define\tMH_NAME\t\t"{spec.name}"' in c
+        # Every map passes the base's checks (shared, never executable) first.
+        assert "mh_segmap,\t\t/* segmap */" in c and "mh_devmap,\t\t/* devmap */" in c
+        assert re.search(rf'^name="{spec.name}" parent="pseudo" instance=0\b', conf.read_text(),
+                         re.M)
+        for key, value in spec.all_params().items():
+            assert f"{key}={value}" in conf.read_text()
+        steps = load_toml(install)
+        assert steps["device"] == spec.device
+        assert ["rem_drv", spec.name] in steps["remove"]
+        assert {f["source"] for f in steps["files"]} == {spec.name, conf.name}
+        assert (out / "mmap_harness.h").is_file()
 
 
 @pytest.mark.integration
