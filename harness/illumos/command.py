@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import Cache
+from ..drivers import DriverSpec
 from ..errors import ConfigError
+from ..plan import template_plan, workloads_to_build
 from . import derived, sources
 from .check import DriverResult, Module, check
 from .gate import open_gate
+from .userland import check_workloads
 
 GATE_ENV = "ILLUMOS_GATE"
 
@@ -38,7 +41,8 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
     cflags = [gcc_flag(f) for f in req.cflags]
     own = [sources.from_dir(d) for d in req.driver_dirs]
     with tempfile.TemporaryDirectory(prefix="mmap-harness-illumos-") as tmp:
-        modules = _modules(req.drivers, own, Path(tmp) / "src")
+        specs = sources.specs(req.drivers) if req.drivers or not own else []
+        modules = _modules(specs, own, Path(tmp) / "src")
         gate = open_gate(gate_path)
         cache = Cache(req.cache_dir)
         start = time.monotonic()
@@ -54,18 +58,20 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
                                req.picky)
                 say(result.report())
                 results.append(result)
+            # The specs' workloads, as their drivers' users run them on illumos.
+            workloads = workloads_to_build([template_plan(s, []) for s in specs])
+            for result in check_workloads(workloads if specs else [], data):
+                say(result.report())
+                results.append(result)
     return results
 
 
-def _modules(names: list[str] | None, own: list[Module], out: Path) -> list[Module]:
-    if names or not own:
-        found = sources.rendered(names, out)
-        if not found and not own:
-            raise ConfigError("no driver spec has an illumos template yet "
-                              "(drivers/illumos/templates/)",
-                              hint="check your own driver with --driver-dir DIR")
-        return [*found, *own]
-    return own
+def _modules(specs: list[DriverSpec], own: list[Module], out: Path) -> list[Module]:
+    if not specs and not own:
+        raise ConfigError("no driver spec has an illumos template yet "
+                          "(drivers/illumos/templates/)",
+                          hint="check your own driver with --driver-dir DIR")
+    return [*sources.rendered(specs, out), *own]
 
 
 def gcc_flag(flag: str) -> str:

@@ -2,8 +2,9 @@
 
 `<cache>/illumos-gate/<commit12>-<hash>` holds:
 
-    gate/          the headers of the include path (uts/intel, uts/common) and of
-                   the assembly sources' (uts/i86pc, usr/src/common, ...)
+    gate/          the headers of the include path (uts/intel, uts/common), of
+                   the assembly sources' (uts/i86pc, usr/src/common, ...) and of
+                   userland (usr/src/head), for the workloads
     cstyle.pl      the gate's usr/src/tools/scripts/cstyle.pl
     flags.json     the compile options of the DEBUG and non-DEBUG builds
     symbols.txt    what unix and genunix define, one a line
@@ -32,6 +33,7 @@ from .gate import Gate, extract_headers, text_loader
 
 KIND = "illumos-gate"
 CSTYLE = "usr/src/tools/scripts/cstyle.pl"
+USERLAND_HEADERS = "usr/src/head"   # libc's headers: <stdio.h>, <unistd.h>, ...
 _DERIVING = [makevars, cw, flags, csyms, kernel_symbols]
 
 
@@ -84,8 +86,9 @@ def _build(gate: Gate, out: Path, gcc: str) -> None:
     start = time.monotonic()
     load_file = text_loader(gate)
     compile_flags = {b: flags.derive(load_file, b, gcc) for b in BUILDS}
-    listing = gate.tree(["usr/src/uts", "usr/src/common", CSTYLE])
+    listing = gate.tree(["usr/src/uts", "usr/src/common", USERLAND_HEADERS, CSTYLE])
     include_dirs = sorted({d for f in compile_flags.values() for d in f.include_dirs()})
+    include_dirs.append(USERLAND_HEADERS)
     missing = extract_headers(gate, listing, include_dirs, out / "gate")
     cstyle = gate.read({CSTYLE: listing[CSTYLE]} if CSTYLE in listing else {})
     if CSTYLE not in cstyle:

@@ -13,12 +13,15 @@ from .check import Module
 FAMILY = "illumos"
 
 
-def rendered(names: list[str] | None, out_dir: Path) -> list[Module]:
-    """The named specs (default: every spec with an illumos template) rendered
-    under `out_dir`. cstyle reads the driver's C file; the user-API header
-    beside it is the harness's, shared with Linux."""
-    specs = drivers.find_specs(names) if names else [
+def specs(names: list[str] | None) -> list[drivers.DriverSpec]:
+    """The named specs, or every spec with an illumos template."""
+    return drivers.find_specs(names) if names else [
         s for s in drivers.all_specs() if FAMILY in s.families()]
+
+
+def rendered(specs: list[drivers.DriverSpec], out_dir: Path) -> list[Module]:
+    """`specs` rendered under `out_dir`. cstyle reads the driver's C file; the
+    user-API header beside it is the harness's, shared with Linux."""
     modules = []
     for spec in specs:
         target = render(spec, out_dir, FAMILY)
