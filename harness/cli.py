@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build, boot, load, run workloads, report")
     common(run)
+    run.add_argument("--image", type=Path, metavar="PATH",
+                     help="the disk image an illumos guest boots (e.g. an OmniOS cloud "
+                          "qcow2), overriding its definition's [image] path; opened "
+                          "with snapshot=on, never written")
     run.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
                      help="where run directories go (default: ./results)")
     run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
@@ -119,6 +123,23 @@ def _guests(names: list[str] | None) -> list[guests.GuestDefinition]:
     return [guests.find(n) for n in names]
 
 
+def _with_images(definitions: list[guests.GuestDefinition],
+                 image: Path | None) -> list[guests.GuestDefinition]:
+    """`--image` given to the one guest that boots a disk image; every such
+    guest's image is checked now, before anything starts."""
+    if image is not None:
+        if len(definitions) != 1:
+            raise ConfigError("--image names the disk image of one guest; "
+                              f"{len(definitions)} guests were chosen",
+                              hint="run each image-booted guest on its own: "
+                                   "--guest NAME --image PATH")
+        definitions = [guests.with_image(definitions[0], image)]
+    for g in definitions:
+        if g.image is not None:
+            guests.image_path(g)
+    return definitions
+
+
 def _specs(names: list[str] | None, default_all: bool) -> list[drivers.DriverSpec]:
     if names:
         return drivers.find_specs(names)
@@ -153,7 +174,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         raise ConfigError("--timeout-scale and --workload-timeout must be positive",
                           hint="use a factor such as 2 on a slow host")
     opts = session.RunOptions(
-        guests=_guests(args.guest), drivers=_plans(args),
+        guests=_with_images(_guests(args.guest), args.image), drivers=_plans(args),
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,

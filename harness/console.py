@@ -3,7 +3,8 @@
 QEMU blocks when nobody reads its serial output, so a reader thread keeps
 draining the pexpect child whatever the rest of the harness is doing. Other
 parts wait for a pattern, take the tail for an error message, or subscribe
-to whole lines (the kernel-message watcher does).
+to whole lines (the kernel-message watcher does). Text can be typed into
+the console too (a guest reached through its serial login).
 """
 
 from __future__ import annotations
@@ -51,13 +52,24 @@ class Console:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.text().splitlines()[-lines:])
 
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float) -> re.Match[str] | None:
-        """The first match of `pattern` in the console, or None on timeout/EOF."""
+    def position(self) -> int:
+        """How much text the console has shown so far: a `since` for wait_for."""
+        return len(self.text())
+
+    def send(self, text: str) -> None:
+        """Type `text` into the guest's serial console."""
+        self._child.send(text.encode())
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float,
+                 since: int = 0) -> re.Match[str] | None:
+        """The first match of `pattern` in the console text from offset
+        `since` on (match positions are relative to it), or None on
+        timeout/EOF."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                m = regex.search("".join(self._text) + self._partial)
+                m = regex.search(("".join(self._text) + self._partial)[since:])
                 if m:
                     return m
                 left = deadline - time.monotonic()

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from . import initramfs, integrity, kernel_image, rootfs
 from .cache import Cache, default_cache_dir
-from .errors import CacheDamaged, HostError, ImageBuildError
+from .errors import CacheDamaged, ConfigError, HostError, ImageBuildError
 from .guests import Flavour, GuestDefinition
 from .procs import run_logged
 from .progress import Progress
@@ -94,6 +94,10 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
     The leases are taken before anything is built or checked, so `images
     clean` can never delete an entry between its check and its use.
     """
+    if definition.debian is None:
+        raise ConfigError(f"{definition.name} is an {definition.family} guest: it boots its "
+                          "own disk image, the harness builds and caches nothing for it",
+                          hint="`images build` and `images clean` are for Linux guests")
     root_key = rootfs.recipe_key(definition)
     waiting = lambda what: lambda: progress.say(  # noqa: E731
         "image", f"waiting for another process {what}")
@@ -212,6 +216,8 @@ def current_keys(definitions: list[GuestDefinition], cache: Cache) -> set[str]:
     roots, and the images that would be cut from the roots that exist."""
     keys = set()
     for d in definitions:
+        if d.debian is None:  # boots its own disk image: nothing of it is cached
+            continue
         root_key = rootfs.recipe_key(d)
         keys.add(root_key)
         root = BuildRoot(cache.path("roots", root_key))

@@ -27,15 +27,40 @@ QMP_CONNECT_S = 15.0    # from launch to QEMU's monitor answering
 QUIT_S = 10.0           # from QMP quit to the process gone, before it is killed
 
 
+# Where the boot disk of a disk-image guest sits: bus 0, slot 4. OmniOS's
+# cloud images record their root pool's device as /pci@0,0/pci1af4,2@4/
+# blkdev@0,0:b (kayak build/cloud, HVM_Image_Finalise), a virtio block
+# device in slot 4; putting it there keeps that path true.
+BOOT_DISK_SLOT = "0x4"
+DISK_FORMATS = ("qcow2", "raw")
+
+
+@dataclass(frozen=True)
+class DiskImage:
+    """A whole-disk image the firmware boots (its own loader and kernel),
+    opened with snapshot=on: the file is never written."""
+
+    path: Path
+    format: str                     # "qcow2" | "raw"
+    cdrom: Path | None = None       # attached read-only, e.g. a NoCloud seed ISO
+
+
 @dataclass(frozen=True)
 class MachineSpec:
-    """Everything the QEMU command line is made of."""
+    """Everything the QEMU command line is made of.
+
+    Two boots: a Linux guest gives `kernel` and `initrd` (QEMU loads them
+    directly, `kernel_args` is the command line; `disk` is an extra raw disk),
+    a disk-image guest gives `boot_disk` instead and boots through the
+    firmware. Exactly one of `kernel` and `boot_disk` is set.
+    """
 
     name: str
-    kernel: Path
-    initrd: Path
-    kernel_args: list[str]
     accel: str                      # "tcg" | "kvm"
+    kernel: Path | None = None
+    initrd: Path | None = None
+    kernel_args: list[str] = field(default_factory=list)
+    boot_disk: DiskImage | None = None
     machine: str = "q35"
     memory_mib: int = 1024
     cpus: int = 2
@@ -43,12 +68,32 @@ class MachineSpec:
     disk: Path | None = None        # opened with snapshot=on: never written
     extra_devices: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if (self.kernel is None) == (self.boot_disk is None):
+            raise InfraError(f"machine {self.name}: give either a kernel or a boot disk "
+                             "image, not both or neither")
+        if self.kernel is not None and self.initrd is None:
+            raise InfraError(f"machine {self.name}: a kernel boot needs an initrd")
+        if self.boot_disk is not None:
+            if self.kernel_args or self.disk is not None:
+                raise InfraError(f"machine {self.name}: a disk-image guest boots its own "
+                                 "kernel: no kernel arguments or extra disk")
+            if self.boot_disk.format not in DISK_FORMATS:
+                raise InfraError(f"machine {self.name}: disk format "
+                                 f"{self.boot_disk.format!r} is not one of {DISK_FORMATS}")
+
 
 def accel_args(accel: str, cpus: int) -> list[str]:
     if accel == "kvm":
         return ["-accel", "kvm"]
     # Multi-threaded TCG: one host thread per vCPU (a systemd guest reaches SSH ~30% sooner).
     return ["-accel", "tcg,thread=multi" if cpus > 1 else "tcg"]
+
+
+def qemu_value(text: str | Path) -> str:
+    """`text` as the value of a QEMU option: a comma is doubled, so a file
+    name cannot end the value and add options of its own."""
+    return str(text).replace(",", ",,")
 
 
 def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY) -> list[str]:
@@ -61,8 +106,7 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY)
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
         "-monitor", "none",
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
-        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
-        "-append", " ".join(spec.kernel_args),
+        *(_disk_boot(spec.boot_disk) if spec.boot_disk is not None else _kernel_boot(spec)),
         # Port 0: the host kernel picks a free port, read back over QMP (no race).
         # restrict=on: the guest reaches nothing, not even the host's loopback
         # services through 10.0.2.2; the forward into the guest still works.
@@ -71,10 +115,30 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY)
         "-device", "virtio-rng-pci",
     ]
     if spec.disk is not None:
-        cmd += ["-drive", f"file={spec.disk},format=raw,if=virtio,snapshot=on"]
+        cmd += ["-drive", f"file={qemu_value(spec.disk)},format=raw,if=virtio,snapshot=on"]
     for device in spec.extra_devices:
         cmd += ["-device", device]
     return cmd
+
+
+def _kernel_boot(spec: MachineSpec) -> list[str]:
+    """QEMU loads the kernel and initramfs itself: no firmware boot."""
+    return ["-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
+            "-append", " ".join(spec.kernel_args)]
+
+
+def _disk_boot(image: DiskImage) -> list[str]:
+    """The firmware boots the image's own loader from a virtio disk in
+    BOOT_DISK_SLOT (snapshot=on: writes go to a temporary overlay, never the
+    file); the CD-ROM, if any, sits on the q35 AHCI controller, read-only."""
+    args = ["-drive", f"file={qemu_value(image.path)},format={image.format},if=none,"
+                      "id=boot,snapshot=on",
+            "-device", f"virtio-blk-pci,drive=boot,addr={BOOT_DISK_SLOT},bootindex=0"]
+    if image.cdrom is not None:
+        args += ["-drive", f"file={qemu_value(image.cdrom)},format=raw,if=none,id=seed,"
+                           "media=cdrom,readonly=on",
+                 "-device", "ide-cd,drive=seed,bus=ide.1"]
+    return args
 
 
 def qemu_version(binary: str = QEMU_BINARY) -> str:

@@ -1,10 +1,13 @@
 """Kernel reports on the serial console: recognised, captured whole, classified.
 
-A table of start patterns per kernel family says what each report is and
-whether the kernel is done for (fatal). A report runs from its start line
-to the kernel's end marker, a size limit, or the end of the console. The
-first fatal report sets `fatal`, which the SSH layer polls so a workload
-stuck on a dead guest ends at once instead of at its timeout.
+A kernel family's ReportTable says what each report is (its start
+patterns), whether the kernel is done for (fatal) and which line ends a
+report. Linux's table is here; other families keep theirs in their own
+package (harness/illumos/patterns.py) and hand it to the Watcher. A report
+runs from its start line to the table's end marker, a size limit, or the
+end of the console. The first fatal report sets `fatal`, which the SSH
+layer polls so a workload stuck on a dead guest ends at once instead of at
+its timeout.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ class Pattern:
     kind: str
     start: re.Pattern[str]
     fatal: bool
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """One kernel family's reports: start patterns, first match wins, and
+    the line that ends a report."""
+
+    patterns: tuple[Pattern, ...]
+    end: re.Pattern[str]
 
 
 def _p(kind: str, regex: str, fatal: bool) -> Pattern:
@@ -45,12 +57,8 @@ LINUX = (
     _p("hung-task", r"INFO: task \S+ blocked for more than", False),
     _p("panic", r"Kernel panic - not syncing", True),
 )
-ILLUMOS = (
-    _p("panic", r"panic\[cpu\d+\]/thread=", True),
-    _p("trap", r"BAD TRAP: type=", True),
-)
-TABLES = {"linux": LINUX, "illumos": ILLUMOS}
-END = re.compile(r"---\[ end (trace|Kernel panic)|^\s*syncing file systems|dumping to ")
+LINUX_END = re.compile(r"---\[ end (trace|Kernel panic)")
+LINUX_TABLE = ReportTable(LINUX, LINUX_END)
 MAX_LINES = 200
 
 
@@ -74,8 +82,8 @@ class KernelReport:
 class Watcher:
     """Subscribes to a Console and keeps the kernel reports it sees."""
 
-    def __init__(self, console: Console, family: str = "linux") -> None:
-        self.table = TABLES[family]
+    def __init__(self, console: Console, table: ReportTable = LINUX_TABLE) -> None:
+        self.table = table
         self.reports: list[KernelReport] = []
         self.fatal = threading.Event()
         self._current: KernelReport | None = None
@@ -117,11 +125,11 @@ class Watcher:
             if current is not None:
                 current.lines.append(line)
                 self._upgrade(current, line)
-                if END.search(line) or len(current.lines) >= MAX_LINES:
+                if self.table.end.search(line) or len(current.lines) >= MAX_LINES:
                     current.complete = True
                     self._current = None
                 return
-            for p in self.table:
+            for p in self.table.patterns:
                 if p.start.search(line):
                     report = KernelReport(p.kind, p.fatal, line,
                                           round(time.monotonic() - self._start, 3), [line])
@@ -135,7 +143,7 @@ class Watcher:
         """A report that began as a warning may turn out worse (panic_on_warn)."""
         if "cut here" in report.first_line and "WARNING:" in line:
             report.first_line = line  # the line that says where
-        for p in self.table:
+        for p in self.table.patterns:
             if p.fatal and p.start.search(line):
                 report.fatal = True
                 self.fatal.set()

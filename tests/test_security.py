@@ -19,7 +19,7 @@ HARNESS = Path(__file__).resolve().parent.parent / "harness"
 
 
 def test_no_shell_true_anywhere():
-    offenders = [f"{p.name}:{n}" for p in HARNESS.glob("*.py")
+    offenders = [f"{p.relative_to(HARNESS)}:{n}" for p in HARNESS.rglob("*.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(r"shell\s*=\s*True", line)]
     assert offenders == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import results, workloads
 from harness.initramfs import CpioWriter, module_load_order
-from harness.qemu import MachineSpec, command_line
+from harness.qemu import DiskImage, MachineSpec, command_line
 
 MODULES_DEP = """\
 kernel/drivers/virtio/virtio.ko:
@@ -71,6 +71,33 @@ def test_kvm_command_line():
                        accel="kvm", cpus=1)
     argv = command_line(spec, Path("/q"))
     assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+def test_disk_image_command_line(tmp_path: Path):
+    """An image that boots itself: no -kernel, the image on a virtio disk
+    (snapshot=on), the seed on a CD-ROM, the same network and console."""
+    image = DiskImage(tmp_path / "o.qcow2", "qcow2", tmp_path / "seed.iso")
+    spec = MachineSpec(name="o", accel="tcg", memory_mib=2048, cpus=2, boot_disk=image)
+    argv = command_line(spec, tmp_path / "q.sock")
+    joined = " ".join(argv)
+    assert not {"-kernel", "-initrd", "-append"} & set(argv)
+    assert f"file={tmp_path}/o.qcow2,format=qcow2,if=none,id=boot,snapshot=on" in argv
+    assert "virtio-blk-pci,drive=boot,addr=0x4,bootindex=0" in argv
+    assert (f"file={tmp_path}/seed.iso,format=raw,if=none,id=seed,media=cdrom,readonly=on"
+            in argv)
+    assert "ide-cd,drive=seed,bus=ide.1" in argv
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22" in argv
+    assert "stdio,id=console,signal=off" in argv and "chardev:console" in argv
+    assert argv[argv.index("-machine") + 1] == "q35"
+    assert argv[argv.index("-m") + 1] == "2048" and argv[argv.index("-smp") + 1] == "2"
+    assert "-no-reboot" in argv and "snapshot=off" not in joined
+
+
+def test_commas_in_paths_cannot_add_qemu_options(tmp_path: Path):
+    spec = MachineSpec(name="o", accel="tcg",
+                       boot_disk=DiskImage(Path("/x/a,snapshot=off.qcow2"), "qcow2"))
+    drive = [a for a in command_line(spec, tmp_path / "q") if a.startswith("file=")]
+    assert drive == ["file=/x/a,,snapshot=off.qcow2,format=qcow2,if=none,id=boot,snapshot=on"]
 
 
 def test_taint_flags_decode_out_of_tree_unsigned():
