@@ -4,7 +4,8 @@
   keeps by design (live_pages == resident_pages), and the guest's free memory
   comes back within a tolerance;
 - no mapping left (maps == 0) once every process has exited;
-- the driver's own unload line says no page is still allocated.
+- the driver's own unload line says no page is still allocated;
+- unloading is refused while a process still maps the device.
 
 How the figures are read from a guest is the family's business (harness/linux,
 harness/illumos).
@@ -12,14 +13,21 @@ harness/illumos).
 
 from __future__ import annotations
 
+import posixpath
 import re
+import time
+from collections.abc import Callable
 
 from .results import FAIL, PASS, WorkloadResult
+from .ssh import GuestSSH
 
 # Free-memory noise across one driver, measured with the per-CPU lists counted
 # and the page cache dropped: under 200 KiB in a tiny guest; up to ~800 KiB for
 # the first module a systemd guest loads (journald, sysfs).
 FREE_TOLERANCE_KIB = 1536
+HOLD_READY_TIMEOUT = 30.0   # base seconds for the holder to map the device
+HOLD_POLL_S = 0.1           # the in-guest loop's sleep (busybox takes fractions)
+COMMAND_SLACK_S = 10.0      # the SSH command around that loop gets this much more
 
 
 def counters_verdict(found: dict[str, int | None], seconds: float) -> WorkloadResult:
@@ -58,3 +66,32 @@ def free_memory_back(before_kib: int, after_kib: int) -> WorkloadResult:
                           {"free_before_kib": before_kib, "free_after_kib": after_kib,
                            "lost_kib": lost, "tolerance_kib": FREE_TOLERANCE_KIB},
                           "" if ok else f"{lost} KiB of free memory did not come back")
+
+
+def unload_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
+                                unload: Callable[[], str], how: str) -> WorkloadResult:
+    """Start `holder` (maps the device, then sleeps); `unload` (the family's
+    rmmod or modunload: an error message, empty when it unloaded) must fail
+    until the holder is gone. Plain POSIX sh, so every family's guest runs it."""
+    start = time.monotonic()
+    script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
+              'i=0; while [ $i -lt "$4" ] && ! grep -q holding "$3"; '
+              'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
+    out = f"{posixpath.dirname(holder)}/hold.out"
+    polls = int(HOLD_READY_TIMEOUT * ssh.timeout_scale / HOLD_POLL_S)
+    started = ssh.run(["sh", "-c", script, "hold", holder, device, out, str(polls)],
+                      timeout=HOLD_READY_TIMEOUT + COMMAND_SLACK_S)
+    pid = started.stdout.split()[0] if started.stdout.split() else ""
+    if not started.ok or not pid.isdigit():
+        if pid.isdigit():
+            ssh.run(["kill", "-9", pid], timeout=30)
+        return WorkloadResult("harness:rmmod-busy", FAIL, {},
+                              f"the holder could not map {device}: {started.stdout.strip()}",
+                              time.monotonic() - start)
+    refused = unload()
+    ssh.run(["sh", "-c", 'kill -9 "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done',
+             "reap", pid], timeout=30)
+    ok = bool(refused)
+    message = "" if ok else f"{how} succeeded while a process still mapped the device"
+    return WorkloadResult("harness:rmmod-busy", PASS if ok else FAIL,
+                          {f"{how}_error": refused}, message, time.monotonic() - start)

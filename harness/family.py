@@ -1,6 +1,9 @@
 """Kernel families behind one small interface, so the pipeline never asks which.
 
     family = family_of(definition)            # a table from name to implementation
+    image = family.use_image(...)             # Linux: debootstrap root and image; illumos:
+                                              # the user's disk image and a NoCloud seed
+    family.choose_accel(...), family.guest(...)   # how it boots, what its console says
     src = family.render(spec, out_dir)        # the family's templates
     art = family.build(job, ssh)              # Linux: in the build root, while the guest
                                               # boots; illumos: in the guest, once SSH is up
@@ -17,14 +20,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .accel import AccelChoice
+    from .cache import Cache
     from .drivers import DriverSpec
+    from .guest import Guest
+    from .guests import Flavour, GuestDefinition
+    from .progress import Progress
     from .plan import DriverPlan
     from .results import WorkloadResult
     from .ssh import GuestSSH
@@ -74,6 +83,12 @@ class KernelOps(Protocol):
 class KernelFamily(Protocol):
     name: str
     patterns: tuple[ReportPattern, ...]
+
+    def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
+                  progress: Progress) -> AbstractContextManager[Any]: ...
+    def choose_accel(self, requested: str, image: Any, cache_dir: Path) -> AccelChoice: ...
+    def guest(self, image: Any, accel: str, workdir: Path, console_log: Path,
+              kernel_args: list[str], timeout_scale: float) -> Guest: ...
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path: ...
     def build(self, job: BuildJob, ssh: Callable[[], GuestSSH]) -> Artifacts: ...

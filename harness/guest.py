@@ -17,7 +17,7 @@ from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
 from .ssh import GuestSSH
-from .watcher import Watcher
+from .watcher import LINUX_TABLE, ReportTable, Watcher
 
 
 def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:
@@ -30,21 +30,35 @@ def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> Machi
 
 
 class Guest:
+    """A Linux guest booted from its image's kernel; another family's guest
+    (harness.illumos.family) overrides the machine, the console's report
+    table and what must happen on the console before SSH answers."""
+
+    patterns: ReportTable = LINUX_TABLE
+
     def __init__(self, image: GuestImage, accel: str, workdir: Path, console_log: Path,
                  kernel_args: list[str] | None = None, timeout_scale: float = 1.0) -> None:
         self.image = image
+        self.workdir = workdir
         self.timeout_scale = timeout_scale
-        self.machine = Machine(machine_spec(image, accel, kernel_args or []), workdir,
-                               console_log, timeout_scale)
+        self.machine = Machine(self._spec(accel, kernel_args or []), workdir, console_log,
+                               timeout_scale)
         self.ssh: GuestSSH | None = None
         self.watcher: Watcher | None = None
         self.boot_to_ssh_s = 0.0
         self.shutdown_s = 0.0
 
+    def _spec(self, accel: str, kernel_args: list[str]) -> MachineSpec:
+        return machine_spec(self.image, accel, kernel_args)
+
+    def _before_ssh(self, timeout: float) -> None:
+        """What the console must see before SSH can answer (BootError if it
+        does not): nothing for a Linux image, whose keys are baked in."""
+
     def __enter__(self) -> Guest:
         self.machine.start()
         assert self.machine.console is not None
-        self.watcher = Watcher(self.machine.console)
+        self.watcher = Watcher(self.machine.console, self.patterns)
         return self
 
     def dead_reason(self) -> str | None:
@@ -84,6 +98,7 @@ class Guest:
         (the caller no longer needs the guest, e.g. the build failed).
         """
         assert self.watcher is not None and self.machine.console is not None
+        self._before_ssh(timeout)   # then SSH has the whole `timeout` once more
         port = self.machine.ssh_port()
         watcher = self.watcher
 

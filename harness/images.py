@@ -44,6 +44,16 @@ class GuestImage:
     root: BuildRoot
 
     @property
+    def compiler(self) -> str:
+        """The build root's gcc, first --version line."""
+        return self.root.manifest["compiler"]
+
+    @property
+    def kernel_compiler(self) -> str:
+        """What built the guest's kernel (its CONFIG_CC_VERSION_TEXT)."""
+        return self.root.manifest["kernel_compiler"]
+
+    @property
     def client_key(self) -> Path:
         """The harness's private key the guest accepts (0600)."""
         return self.dir / CLIENT_KEY

@@ -20,8 +20,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from . import accel, images, results, workloads
+from . import results, workloads
 from .cache import Cache
 from .driver_run import DriverRun, Limits
 from .errors import (
@@ -162,22 +163,21 @@ class GuestRun:
             g.timings.total_s = round(time.monotonic() - start, 3)
             g.settle()
 
-    def _image(self, held: ExitStack) -> images.GuestImage:
-        """The verified image, leased (with its build root) until `held` closes:
-        modules are built in the root while the guest runs."""
+    def _image(self, held: ExitStack) -> Any:
+        """The family's image, held until `held` closes (a Linux image is
+        leased with its build root: modules are built there while it runs)."""
         start = time.monotonic()
         cache = Cache(self.opts.cache_dir)
-        image = held.enter_context(images.use(self.definition, self.opts.flavour, cache,
-                                              self.progress))
-        manifest = image.root.manifest
-        self.result.compiler = manifest["compiler"]
-        self.result.kernel_compiler = manifest["kernel_compiler"]
+        image = held.enter_context(self.family.use_image(self.definition, self.opts.flavour,
+                                                         cache, self.progress))
+        self.result.compiler = image.compiler
+        self.result.kernel_compiler = image.kernel_compiler
         self.result.timings.image_s = round(time.monotonic() - start, 3)
         return image
 
-    def _boot_and_exercise(self, image: images.GuestImage) -> None:
+    def _boot_and_exercise(self, image: Any) -> None:
         g = self.result
-        choice = accel.choose(self.opts.accel, image.kernel, image.initrd, self.opts.cache_dir)
+        choice = self.family.choose_accel(self.opts.accel, image, self.opts.cache_dir)
         g.accel, g.accel_reason = choice.accel, choice.reason
         g.cpu_model = self.definition.qemu.cpu_model
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
@@ -186,8 +186,8 @@ class GuestRun:
         cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
-            guest = Guest(image, choice.accel, Path(tmp), self.dir / "console.log",
-                          self.opts.guest_kernel_args(), self.timeouts.scale)
+            guest = self.family.guest(image, choice.accel, Path(tmp), self.dir / "console.log",
+                                      self.opts.guest_kernel_args(), self.timeouts.scale)
             try:
                 with guest:
                     job = BuildJob(image, self.opts.drivers, sources, self.dir / "build",

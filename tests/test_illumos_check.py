@@ -4,6 +4,7 @@ set to an illumos-gate checkout or bare repository) the real check against it.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,33 @@ def test_a_checkout_is_a_gate_too(tmp_path: Path):
                 "--cache-dir", str(tmp_path / "c"))
     assert r.returncode == 2 and "inside a git tree, not at its top" in r.stderr
     assert f"--gate {clone}" in r.stderr
+
+
+@needs_gate
+def test_the_template_drivers_and_their_workloads_pass(gate_cache: Path):
+    """Every spec with an illumos template, rendered, and every workload those
+    specs run (-m32 ones too) compiled against the gate's userland headers."""
+    r = check(gate_cache)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("mmap_umem", "mmap_remap", "mmap_fault", "mmap_dmabuf"):
+        assert re.search(rf"^PASS {name}: .*symbols ok .*cstyle ok", r.stdout, re.M), r.stdout
+    for workload in ("umem_compat-m32", "refusals-m32", "fuzz", "dmabuf_vma"):
+        assert f"PASS workload {workload}: compile ok" in r.stdout
+
+
+@needs_gate
+def test_a_linux_only_workload_fails_the_illumos_compile(gate_cache: Path, tmp_path: Path):
+    """mremap(2) is Linux's: unguarded, the illumos compile refuses it."""
+    from harness.cache import Cache
+    from harness.illumos import derived
+    from harness.illumos.gate import open_gate
+    from harness.illumos.userland import check_workloads
+    from harness.plan import Workload
+
+    source = tmp_path / "grow.c"
+    source.write_text('#define _GNU_SOURCE\n#include <sys/mman.h>\n'
+                      'int main(void) { return mremap(0, 1, 2, MREMAP_MAYMOVE) != 0; }\n')
+    data = derived.derive(open_gate(Path(GATE)), Cache(gate_cache))
+    (result,) = check_workloads([Workload("grow", source)], data)
+    assert not result.ok
+    assert "mremap" in "\n".join(result.steps[0].details)

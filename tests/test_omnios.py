@@ -591,3 +591,32 @@ def test_harness_illumos_modules_import_without_the_cli():
                           "harness.illumos.console_login, harness.illumos.seed"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.integration
+def test_an_image_that_never_boots_is_a_boot_error_with_nothing_left(tmp_path: Path):
+    """The illumos route through the whole pipeline, on a real QEMU: the
+    user's image (here a blank one: no illumos image can be had) with this
+    run's seed, TCG chosen and said why, the boot timeout scaled, a `boot`
+    error with the console kept, QEMU reaped and the run's keys gone."""
+    image = tmp_path / "blank.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    before = image.read_bytes()
+    keys_before = set(Path("/tmp").glob("mmap-harness-illumos-guest-*"))
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--guest", "omnios-example",
+                        "--image", str(image), "--timeout-scale", "0.02",
+                        "--results", str(tmp_path / "results")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (run_dir,) = [d for d in (tmp_path / "results").iterdir() if not d.is_symlink()]
+    (guest,) = json.loads((run_dir / "results.json").read_text())["guests"]
+    assert guest["status"] == "error" and guest["error_kind"] == "boot"
+    assert "the kernel never started" in guest["error"]
+    assert guest["accel"] == "tcg" and "no kernel to probe KVM" in guest["accel_reason"]
+    cmdline = (run_dir / guest["dir"] / "qemu.cmdline").read_text()
+    assert "snapshot=on" in cmdline and "seed.iso" in cmdline and "-kernel" not in cmdline
+    assert (run_dir / guest["dir"] / "console.log").is_file()
+    assert image.read_bytes() == before                      # never written
+    assert set(Path("/tmp").glob("mmap-harness-illumos-guest-*")) == keys_before
+    assert not subprocess.run(["pgrep", "-f", f"mmap-harness-omnios-example-"],
+                              capture_output=True).stdout

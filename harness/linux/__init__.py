@@ -8,12 +8,18 @@ SSH is.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import accel, images
 from .. import checks as verdicts
 from .. import results
+from ..cache import Cache
+from ..guest import Guest
+from ..guests import Flavour, GuestDefinition
+from ..progress import Progress
 from ..drivers import DriverSpec
 from ..family import Artifacts, BuildJob
 from ..plan import workload_includes, workloads_to_build
@@ -23,6 +29,9 @@ from ..ssh import GuestSSH
 from ..watcher import LINUX as LINUX_PATTERNS
 from . import checks, load
 from .build import Builder
+
+
+RMMOD_S = 30.0   # base seconds for the rmmod that must be refused
 
 
 class LinuxOps:
@@ -57,7 +66,8 @@ class LinuxOps:
 
     def unload_refused_while_mapped(self, holder: str, device: str,
                                     module: str) -> WorkloadResult:
-        return checks.rmmod_refused_while_mapped(self.ssh, holder, device, module)
+        return verdicts.unload_refused_while_mapped(
+            self.ssh, holder, device, lambda: load.rmmod(self.ssh, module, RMMOD_S), "rmmod")
 
     def log_clean(self, log: str, since: str) -> WorkloadResult:
         return checks.kernel_log_clean(log, since)
@@ -69,6 +79,20 @@ class LinuxOps:
 class LinuxFamily:
     name = "linux"
     patterns = tuple(LINUX_PATTERNS)
+
+    def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
+                  progress: Progress) -> contextlib.AbstractContextManager[images.GuestImage]:
+        """The debootstrap build root and the flavour's image cut from it, leased."""
+        return images.use(definition, flavour, cache, progress)
+
+    def choose_accel(self, requested: str, image: images.GuestImage,
+                     cache_dir: Path) -> accel.AccelChoice:
+        """KVM only if a probe boot of this very kernel reaches /init in time."""
+        return accel.choose(requested, image.kernel, image.initrd, cache_dir)
+
+    def guest(self, image: images.GuestImage, accel_name: str, workdir: Path,
+              console_log: Path, kernel_args: list[str], timeout_scale: float) -> Guest:
+        return Guest(image, accel_name, workdir, console_log, kernel_args, timeout_scale)
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path:
         return render(spec, out_dir, self.name)

@@ -5,7 +5,6 @@ driver's unload line and the kernel log (the verdicts are harness.checks').
 
 from __future__ import annotations
 
-import posixpath
 import re
 import time
 
@@ -14,9 +13,6 @@ from ..results import FAIL, PASS, WorkloadResult
 from ..ssh import GuestSSH
 
 PAGE_SIZE = 4096
-HOLD_READY_TIMEOUT = 30.0   # base seconds for the holder to map the device
-HOLD_POLL_S = 0.1           # the in-guest loop's sleep (busybox takes fractions)
-COMMAND_SLACK_S = 10.0      # the SSH command around that loop gets this much more
 
 
 def free_kib(ssh: GuestSSH) -> int:
@@ -48,34 +44,6 @@ def counters_settled(ssh: GuestSSH, module: str) -> WorkloadResult:
     found = {name: module_counter(ssh, module, name)
              for name in ("live_pages", "resident_pages", "maps")}
     return counters_verdict(found, time.monotonic() - start)
-
-
-def rmmod_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
-                               module: str) -> WorkloadResult:
-    """Start `holder` (maps the device, then sleeps); rmmod must fail until it is gone."""
-    start = time.monotonic()
-    script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
-              'i=0; while [ $i -lt "$4" ] && ! grep -q holding "$3"; '
-              'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
-    out = f"{posixpath.dirname(holder)}/hold.out"
-    polls = int(HOLD_READY_TIMEOUT * ssh.timeout_scale / HOLD_POLL_S)
-    started = ssh.run(["sh", "-c", script, "hold", holder, device, out, str(polls)],
-                      timeout=HOLD_READY_TIMEOUT + COMMAND_SLACK_S)
-    pid = started.stdout.split()[0] if started.stdout.split() else ""
-    if not started.ok or not pid.isdigit():
-        if pid.isdigit():
-            ssh.run(["kill", "-9", pid], timeout=30)
-        return WorkloadResult("harness:rmmod-busy", FAIL, {},
-                              f"the holder could not map {device}: {started.stdout.strip()}",
-                              time.monotonic() - start)
-    refused = ssh.run(["rmmod", module], timeout=30)
-    ssh.run(["sh", "-c", 'kill -9 "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done',
-             "reap", pid], timeout=30)
-    ok = not refused.ok
-    message = "" if ok else "rmmod succeeded while a process still mapped the device"
-    return WorkloadResult("harness:rmmod-busy", PASS if ok else FAIL,
-                          {"rmmod_error": refused.stderr.strip()}, message,
-                          time.monotonic() - start)
 
 
 # What a kernel prints when something went wrong; issue-level detail is the
