@@ -202,7 +202,7 @@ def test_good_driver_passes(gate_cache: Path):
 @needs_gate
 @pytest.mark.parametrize("fixture, failed, evidence", [
     ("bad_ddi_args", "compile FAILED",
-     "error: too few arguments to function ‘ddi_umem_alloc’"),
+     "error: too few arguments to function 'ddi_umem_alloc'"),   # gcc runs with LC_ALL=C
     ("bad_linux_symbol", "symbols FAILED (1 undefined symbol(s) that neither unix nor "
      "genunix defines)", "kmalloc  (debug and non-debug builds)"),
     ("bad_cstyle", "cstyle FAILED", "bad_cstyle.c: 33: missing space between keyword and paren"),
@@ -320,6 +320,6 @@ def test_a_linux_only_workload_fails_the_illumos_compile(gate_cache: Path, tmp_p
     source.write_text('#define _GNU_SOURCE\n#include <sys/mman.h>\n'
                       'int main(void) { return mremap(0, 1, 2, MREMAP_MAYMOVE) != 0; }\n')
     data = derived.derive(open_gate(Path(GATE)), Cache(gate_cache))
-    (result,) = check_workloads([Workload("grow", source)], data)
+    (result,) = check_workloads([Workload("grow", source)], data, tmp_path / "work")
     assert not result.ok
     assert "mremap" in "\n".join(result.steps[0].details)

@@ -10,16 +10,25 @@ joined with `ld -r` as the gate links a module. Then, on each build's object:
 
 and the sources must be clean under the gate's cstyle. Each step's failure keeps
 its evidence (compiler output, the symbols, cstyle's lines) for the report.
+
+Like every build of the harness, each command runs in a sandbox
+(harness.sandbox) as the unprivileged build user: its lower layer is this
+host's own root, read-only, so the host's gcc, ld and perl do the work; the
+module's sources are staged into a scratch directory seen at /check (the only
+writable place) and the gate's headers are seen at /gate. The gate's
+cstyle.pl is someone else's code: it too writes nothing outside /check.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import sandbox
 from ..errors import HostError
-from ..procs import run_captured
 from .derived import Derived
 from .flags import BUILDS
 
@@ -74,11 +83,68 @@ class Module:
     style_files: list[Path]
 
 
+INSIDE_WORK = "/check"   # the scratch directory, seen in the sandbox
+INSIDE_GATE = "/gate"    # the gate's extracted headers, read-only
+
+
+@dataclass(frozen=True)
+class Box:
+    """Where a check's commands run: the sandbox over this host's root."""
+
+    work: Path           # host scratch directory, the build user's
+    headers: Path        # the gate's extracted headers on the host
+
+    def inside(self, path: Path) -> str:
+        return f"{INSIDE_WORK}/{path.relative_to(self.work)}"
+
+    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if shutil.which(argv[0]) is None:
+            raise HostError(f"{argv[0]} is not installed (the illumos check runs it)",
+                            hint="install gcc, binutils and perl (ci/bootstrap.sh does)")
+        job = sandbox.Job("/", argv, INSIDE_WORK,
+                          [sandbox.Bind(str(self.work), INSIDE_WORK, writable=True),
+                           sandbox.Bind(str(self.headers), INSIDE_GATE)])
+        return sandbox.run(job, COMMAND_TIMEOUT_S)
+
+
+def stage(work: Path, headers: Path, files: dict[str, Path]) -> Box:
+    """Copy `files` (name under `work` -> host file) into `work` and give it
+    to the build user; the Box to run the check's commands in."""
+    for name, source in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, work / name)
+    for dirpath, dirnames, filenames in os.walk(work):
+        for p in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.chown(p, sandbox.BUILD_UID, sandbox.BUILD_GID)
+    return Box(work, headers)
+
+
+def _as_known(line: str) -> str:
+    """A tool's line names the staged copy: name the file as the user knows it."""
+    return line.replace(f"{INSIDE_WORK}/src/", "")
+
+
+def _staged(module: Module, derived: Derived, work: Path) -> tuple[Module, Box]:
+    """The module's sources, its headers and the gate's cstyle.pl in `work`."""
+    files = {f"src/{s.name}": s for s in module.sources}
+    files |= {f"src/{s.name}": s for s in module.style_files}
+    for n, d in enumerate(module.include_dirs):
+        files |= {f"include/{n}/{h.name}": h for h in sorted(d.glob("*.h"))}
+    files["cstyle.pl"] = derived.cstyle
+    box = stage(work, derived.headers, files)
+    staged = Module(module.name, [work / "src" / s.name for s in module.sources],
+                    [work / "include" / str(n) for n in range(len(module.include_dirs))],
+                    [work / "src" / s.name for s in module.style_files])
+    return staged, box
+
+
 def check(module: Module, derived: Derived, work: Path, cflags: list[str],
           picky: bool = True) -> DriverResult:
     result = DriverResult(module.name, module.sources)
+    module, box = _staged(module, derived, work)
     failures: list[str] = []
-    objects = {b: _compile(module, derived, b, work / b, cflags, failures) for b in BUILDS}
+    objects = {b: _compile(module, derived, box, b, work / b, cflags, failures)
+               for b in BUILDS}
     result.steps.append(Step("compile", not failures,
                              f"{len(module.sources)} file(s), {' and '.join(BUILDS)} builds"
                              if not failures else "errors below", failures))
@@ -87,7 +153,7 @@ def check(module: Module, derived: Derived, work: Path, cflags: list[str],
         errors: list[str] = []
         for build, objs in objects.items():
             target = work / build / f"{module.name}.module.o"
-            proc = _run(["ld", "-r", "-o", str(target), *map(str, objs)])
+            proc = box.run(["ld", "-r", "-o", box.inside(target), *map(box.inside, objs)])
             if proc.returncode == 0:
                 linked[build] = target
             else:
@@ -95,22 +161,25 @@ def check(module: Module, derived: Derived, work: Path, cflags: list[str],
         result.steps.append(Step("link", not errors, "ld -r" if not errors
                                  else "ld -r failed", errors))
         if not errors:
-            _symbols(linked, derived, result)
-    result.steps.append(_cstyle(module.style_files, derived, picky))
+            _symbols(linked, derived, box, result)
+    result.steps.append(_cstyle(module.style_files, box, picky))
     return result
 
 
-def _compile(module: Module, derived: Derived, build: str, out: Path, cflags: list[str],
-             failures: list[str]) -> list[Path]:
+def _compile(module: Module, derived: Derived, box: Box, build: str, out: Path,
+             cflags: list[str], failures: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    base = derived.flags[build].argv(derived.headers)
-    includes = [f"-I{d}" for d in module.include_dirs]
+    os.chown(out, sandbox.BUILD_UID, sandbox.BUILD_GID)
+    base = derived.flags[build].argv(Path(INSIDE_GATE))
+    includes = [f"-I{box.inside(d)}" for d in module.include_dirs]
     objs: list[Path] = []
     for src in module.sources:
         obj = out / f"{src.stem}.o"
-        proc = _run(["gcc", *base, *cflags, *includes, "-c", str(src), "-o", str(obj)])
+        proc = box.run(["gcc", *base, *cflags, *includes, "-c", box.inside(src), "-o",
+                        box.inside(obj)])
         if proc.returncode != 0:
-            output = [f"  {line}" for line in proc.stdout.splitlines() if line.strip()]
+            output = [f"  {_as_known(line)}" for line in proc.stdout.splitlines()
+                      if line.strip()]
             if output and _contains(failures, output):
                 failures.append(f"[{build} build] gcc {src.name}: the same errors")
             else:
@@ -123,12 +192,13 @@ def _contains(lines: list[str], part: list[str]) -> bool:
     return any(lines[i:i + len(part)] == part for i in range(len(lines) - len(part) + 1))
 
 
-def _symbols(linked: dict[str, Path], derived: Derived, result: DriverResult) -> None:
+def _symbols(linked: dict[str, Path], derived: Derived, box: Box,
+             result: DriverResult) -> None:
     foreign: dict[str, list[str]] = {}
     undefined: set[str] = set()
     missing_entries: dict[str, list[str]] = {}
     for build, obj in linked.items():
-        defined, needed = symbol_table(obj)
+        defined, needed = symbol_table(obj, box)
         undefined |= needed
         for sym in sorted(needed - derived.symbols):
             foreign.setdefault(sym, []).append(build)
@@ -154,9 +224,9 @@ def _symbols(linked: dict[str, Path], derived: Derived, result: DriverResult) ->
         result.steps.append(Step("entry points", True, " ".join(ENTRY_POINTS)))
 
 
-def symbol_table(obj: Path) -> tuple[dict[str, str], set[str]]:
+def symbol_table(obj: Path, box: Box) -> tuple[dict[str, str], set[str]]:
     """(global symbols defined with their nm type, symbols undefined), by `nm -P`."""
-    proc = _run(["nm", "-P", str(obj)])
+    proc = box.run(["nm", "-P", box.inside(obj)])
     if proc.returncode != 0:
         raise HostError(f"nm could not read {obj}: {proc.stdout.strip()}",
                         hint="install binutils (ci/bootstrap.sh does)")
@@ -178,20 +248,12 @@ def parse_nm(text: str) -> tuple[dict[str, str], set[str]]:
     return defined, undefined
 
 
-def _cstyle(files: list[Path], derived: Derived, picky: bool) -> Step:
+def _cstyle(files: list[Path], box: Box, picky: bool) -> Step:
     opts = CSTYLE_FLAGS if picky else [f for f in CSTYLE_FLAGS if f != "-p"]
-    proc = _run(["perl", str(derived.cstyle), *opts, *map(str, files)])
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    proc = box.run(["perl", box.inside(box.work / "cstyle.pl"), *opts,
+                    *map(box.inside, files)])
+    lines = [_as_known(line) for line in proc.stdout.splitlines() if line.strip()]
     how = f"cstyle {' '.join(opts)}"
     if proc.returncode == 0 and not lines:
         return Step("cstyle", True, how)
     return Step("cstyle", False, f"{how}: {len(lines)} complaint(s)", lines)
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    try:
-        return run_captured(cmd, timeout=COMMAND_TIMEOUT_S, reap=False)
-    except FileNotFoundError:
-        raise HostError(f"{cmd[0]} is not installed (the illumos check runs it)",
-                        hint="install gcc, binutils and perl (ci/bootstrap.sh does)") \
-            from None

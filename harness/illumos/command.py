@@ -60,7 +60,8 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
                 results.append(result)
             # The specs' workloads, as their drivers' users run them on illumos.
             workloads = workloads_to_build([template_plan(s, []) for s in specs])
-            for result in check_workloads(workloads if specs else [], data):
+            for result in check_workloads(workloads if specs else [], data,
+                                          Path(tmp) / "workloads"):
                 say(result.report())
                 results.append(result)
     return results

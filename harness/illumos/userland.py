@@ -13,9 +13,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ..drivers import INCLUDE_DIR, WORKLOADS_DIR
+from ..drivers import INCLUDE_DIR
 from ..plan import Workload
-from .check import DriverResult, Step
+from .check import INSIDE_GATE, INSIDE_WORK, DriverResult, Step, stage
 from .derived import USERLAND_HEADERS, Derived
 
 # Not a Linux host's compiler any more: its built-in Linux macros go, illumos's come.
@@ -31,19 +31,25 @@ def _gcc_include() -> str:
                           text=True, check=True).stdout.strip()
 
 
-def check_workloads(workloads: list[Workload], derived: Derived) -> list[DriverResult]:
-    """One result per workload: compiled for illumos, or why not."""
-    gate = derived.headers
+def check_workloads(workloads: list[Workload], derived: Derived,
+                    work: Path) -> list[DriverResult]:
+    """One result per workload: compiled for illumos, or why not. Each is
+    compiled in the sandbox (harness.illumos.check.Box) beside the headers
+    of its own directory, then the harness's user-API headers."""
+    gate = Path(INSIDE_GATE)
     argv = ["gcc", "-fsyntax-only", "-nostdinc", "-isystem", _gcc_include(),
             f"-I{gate / USERLAND_HEADERS}", f"-I{gate / 'usr/src/uts/common'}",
-            f"-I{gate / 'usr/src/uts/intel'}", f"-I{WORKLOADS_DIR}", f"-I{INCLUDE_DIR}",
-            *TARGET, *WARNINGS]
+            f"-I{gate / 'usr/src/uts/intel'}", f"-I{INSIDE_WORK}/include", *TARGET, *WARNINGS]
     results = []
-    for w in workloads:
+    for n, w in enumerate(workloads):
+        here = f"{n}-{w.name}"
+        files = {f"{here}/{h.name}": h for h in sorted(w.source.parent.glob("*.h"))}
+        files[f"{here}/{w.source.name}"] = w.source
+        files |= {f"include/{h.name}": h for h in sorted(INCLUDE_DIR.glob("*.h"))}
+        box = stage(work, derived.headers, files)
         model = "-m32" if w.m32 else "-m64"
-        proc = subprocess.run([*argv, model, str(w.source)], capture_output=True, text=True,
-                              check=False)
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        proc = box.run([*argv, model, f"{INSIDE_WORK}/{here}/{w.source.name}"])
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
         ok = proc.returncode == 0 and not lines
         step = Step("compile", ok, f"illumos userland headers, {model[1:]}-bit", lines)
         results.append(DriverResult(f"workload {w.name}", [Path(w.source)], [step]))
