@@ -19,6 +19,7 @@ name is an error at lookup, not a crash later.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -61,6 +62,13 @@ class BuildJob:
     cancel: threading.Event
     timeout: float                      # per build job, already scaled
     say: Callable[[str, str], None]
+
+    def done(self, art: Artifacts, start: float, how: str) -> Artifacts:
+        """Time `art` from `start` and say what was built, and `how`."""
+        art.seconds = time.monotonic() - start
+        self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
+                 f"in {art.seconds:.1f}s {how}")
+        return art
 
 
 class KernelOps(Protocol):

@@ -211,10 +211,7 @@ class IllumosFamily:
             steps.build_workload(guest, compiler, uploaded[w.source], f"{REMOTE_DIR}/{w.name}",
                                  w.m32, [f"{REMOTE_DIR}/include"], job.timeout)
             art.workloads[w.name] = Path(w.name)
-        art.seconds = time.monotonic() - start
-        job.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
-                f"in the guest in {art.seconds:.1f}s with {version}")
-        return art
+        return job.done(art, start, f"in the guest with {version}")
 
     def ops(self, ssh: GuestSSH) -> IllumosOps:
         return IllumosOps(ssh)

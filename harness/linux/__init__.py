@@ -113,10 +113,7 @@ class LinuxFamily:
             for w in workloads_to_build(job.plans):
                 art.workloads[w.name] = b.workload(w.source, job.out, logs / f"{w.name}.log",
                                                    w.m32, includes)
-        art.seconds = time.monotonic() - start
-        job.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
-                f"in {art.seconds:.1f}s with {root.manifest['compiler']}")
-        return art
+        return job.done(art, start, f"with {root.manifest['compiler']}")
 
     def ops(self, ssh: GuestSSH) -> LinuxOps:
         return LinuxOps(ssh)
