@@ -17,7 +17,8 @@ from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
 from .ssh import GuestSSH
-from .watcher import LINUX_TABLE, ReportTable, Watcher
+from .linux.patterns import TABLE as LINUX_TABLE
+from .watcher import ReportTable, Watcher
 
 
 def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:

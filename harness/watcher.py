@@ -2,8 +2,9 @@
 
 A kernel family's ReportTable says what each report is (its start
 patterns), whether the kernel is done for (fatal) and which line ends a
-report. Linux's table is here; other families keep theirs in their own
-package (harness/illumos/patterns.py) and hand it to the Watcher. A report
+report. Each family keeps its table in its own package
+(harness/linux/patterns.py, harness/illumos/patterns.py) and hands it to
+the Watcher. A report
 runs from its start line to the table's end marker, a size limit, or the
 end of the console. The first fatal report sets `fatal`, which the SSH
 layer polls so a workload stuck on a dead guest ends at once instead of at
@@ -36,29 +37,6 @@ class ReportTable:
     end: re.Pattern[str]
 
 
-def _p(kind: str, regex: str, fatal: bool) -> Pattern:
-    return Pattern(kind, re.compile(regex), fatal)
-
-
-# Order matters: the first match names the report (KASAN before plain BUG).
-LINUX = (
-    _p("kasan", r"BUG: KASAN: ", True),
-    _p("kfence", r"BUG: KFENCE: ", True),
-    _p("ubsan", r"UBSAN: ", False),
-    _p("soft-lockup", r"watchdog: BUG: soft lockup", True),
-    _p("hard-lockup", r"Watchdog detected hard LOCKUP", True),
-    # slub_debug: "BUG kmalloc-64 (Tainted: G O): Poison overwritten". The kernel
-    # goes on, but its memory is corrupt: nothing after it can be trusted.
-    _p("slub", r"BUG [\w.:-]+ \([^)]*\): ", True),
-    _p("bug", r"kernel BUG at |BUG: ", True),
-    _p("gpf", r"general protection fault", True),
-    _p("oops", r"Oops: |Oops#", True),
-    _p("warning", r"------------\[ cut here \]------------|WARNING: CPU: \d+ PID: \d+ at ", False),
-    _p("hung-task", r"INFO: task \S+ blocked for more than", False),
-    _p("panic", r"Kernel panic - not syncing", True),
-)
-LINUX_END = re.compile(r"---\[ end (trace|Kernel panic)")
-LINUX_TABLE = ReportTable(LINUX, LINUX_END)
 MAX_LINES = 200
 
 
@@ -82,7 +60,7 @@ class KernelReport:
 class Watcher:
     """Subscribes to a Console and keeps the kernel reports it sees."""
 
-    def __init__(self, console: Console, table: ReportTable = LINUX_TABLE) -> None:
+    def __init__(self, console: Console, table: ReportTable) -> None:
         self.table = table
         self.reports: list[KernelReport] = []
         self.fatal = threading.Event()

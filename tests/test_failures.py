@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.watcher import LINUX
+from harness.linux.patterns import LINUX
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

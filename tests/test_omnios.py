@@ -36,7 +36,8 @@ from harness.illumos.keys import make_keys
 from harness.illumos.machine import machine_spec
 from harness.progress import Progress
 from harness.qemu import DiskImage, Machine, MachineSpec
-from harness.watcher import LINUX_TABLE, Watcher
+from harness.linux.patterns import TABLE as LINUX_TABLE
+from harness.watcher import Watcher
 
 QCOW2_HEAD = b"QFI\xfb\x00\x00\x00\x03" + bytes(56)
 
@@ -506,14 +507,14 @@ def test_other_illumos_reports(text: str, kind: str):
 
 def test_each_family_reads_only_its_own_reports():
     lines = Lines()
-    linux = Watcher(lines)                         # the default table is Linux's
+    linux = Watcher(lines, LINUX_TABLE)
     illumos = Watcher(lines, patterns.TABLE)
     lines.feed(bad_trap_report())
     assert linux.reports == [] and len(illumos.reports) == 1
     lines.feed("Kernel panic - not syncing: Fatal exception\n"
                "---[ end Kernel panic - not syncing: Fatal exception ]---")
     assert [r.kind for r in linux.reports] == ["panic"] and linux.reports[0].complete
-    assert len(illumos.reports) == 1 and linux.table is LINUX_TABLE
+    assert len(illumos.reports) == 1
 
 
 # ------------------------------------------------------------- in-guest steps

@@ -1,5 +1,5 @@
 """The Linux kernel family: Kbuild in a Debian build root, insmod/rmmod,
-sysfs counters, dmesg, and Linux's console reports (harness.watcher.LINUX).
+sysfs counters, dmesg, and Linux's console reports (harness/linux/patterns.py).
 
 Modules and workloads are compiled in the guest's build root on the build
 thread while the guest boots (each job in a sandbox), so they are ready when
@@ -7,6 +7,8 @@ SSH is.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import contextlib
 import time
@@ -17,7 +19,6 @@ from .. import accel, images
 from .. import checks as verdicts
 from .. import results
 from ..cache import Cache
-from ..guest import Guest
 from ..guests import Flavour, GuestDefinition
 from ..progress import Progress
 from ..drivers import DriverSpec
@@ -26,9 +27,12 @@ from ..plan import workload_includes, workloads_to_build
 from ..render import render
 from ..results import WorkloadResult
 from ..ssh import GuestSSH
-from ..watcher import LINUX as LINUX_PATTERNS
 from . import checks, load
+from .patterns import LINUX as LINUX_PATTERNS
 from .build import Builder
+
+if TYPE_CHECKING:
+    from ..guest import Guest
 
 
 RMMOD_S = 30.0   # base seconds for the rmmod that must be refused
@@ -92,6 +96,7 @@ class LinuxFamily:
 
     def guest(self, image: images.GuestImage, accel_name: str, workdir: Path,
               console_log: Path, kernel_args: list[str], timeout_scale: float) -> Guest:
+        from ..guest import Guest  # the Linux guest is harness.guest's own; it imports us
         return Guest(image, accel_name, workdir, console_log, kernel_args, timeout_scale)
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path:
