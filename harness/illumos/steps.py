@@ -5,14 +5,14 @@ the kernel's messages, build the workloads.
 
 The argv of every guest command is made by a pure function (tested in
 tests/test_omnios.py); the functions that run them return what they found
-or raise an error written for people, as harness/load.py does for Linux:
+or raise an error written for people, as harness/linux/load.py does for Linux:
 a driver's own failure (add_drv refused, busy on unload) is returned as a
 message, a compile failure is a BuildError with the compiler's output, an
 image without a compiler is a ConfigError, a broken connection an SSHError.
 
 Not here, because illumos has no equivalent: Linux's taint flags (illumos
 keeps no taint state; loading a third-party module is ordinary) and
-harness/load.py's mark() (there is no /dev/kmsg: user space cannot write
+harness/linux/load.py's mark() (there is no /dev/kmsg: user space cannot write
 into the kernel's message buffer).
 """
 
