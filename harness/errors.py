@@ -88,14 +88,17 @@ class CommandTimeout(InfraError):
 
 
 class BootError(HarnessError):
-    """The guest kernel did not reach SSH; `console_tail` holds its last words."""
+    """The guest kernel did not reach SSH; `console_tail` holds its last words.
+    `hung`: the console fell silent while booting (no report, no crash)."""
 
     kind = "boot"
 
-    def __init__(self, message: str, console_tail: str = "", hint: str = "") -> None:
+    def __init__(self, message: str, console_tail: str = "", hint: str = "",
+                 hung: bool = False) -> None:
         tail = f"\n--- last console lines ---\n{console_tail}" if console_tail else ""
         super().__init__(message + tail, hint)
         self.console_tail = console_tail
+        self.hung = hung
 
 
 class GuestDied(HarnessError):

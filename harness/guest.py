@@ -116,17 +116,17 @@ class Guest:
                 f"with `mmap-harness images clean --guest {self.image.definition.name}` "
                 "and run again")) from None
         except SSHError as e:
-            why = e.message
+            why, hung = e.message, False
             if watcher.fatal.is_set():
                 why = self.dead_reason() or why
             elif self.machine.alive() and watcher.silent_for >= silence:
-                why = f"the console printed nothing for {silence:.0f}s (hung?)"
+                why, hung = f"the console printed nothing for {silence:.0f}s (hung?)", True
             if self.machine.alive():
                 self.save_registers(self.machine.console_log.parent / "registers.txt")
             raise BootError(f"{self.image.definition.name} did not come up: {why}",
                             self.crash_report() or self.machine.console.tail(25),
-                            hint="console.log in the results directory has the whole boot") \
-                from None
+                            hint="console.log in the results directory has the whole boot",
+                            hung=hung) from None
         self.ssh.dead = self.dead_reason
         self.boot_to_ssh_s = time.monotonic() - self.machine.started
         return self.ssh

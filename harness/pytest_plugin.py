@@ -18,9 +18,11 @@ import pytest
 
 from . import accel, guests, images
 from .cache import Cache, default_cache_dir
+from .errors import BootError
 from .guest import Guest
 from .guests import Flavour
 from .progress import Progress
+from .session import BOOT_ATTEMPTS
 
 BOOT_TIMEOUT = 180.0
 
@@ -55,7 +57,9 @@ def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImag
 @pytest.fixture
 def boot_guest(guest_image: Callable[..., images.GuestImage], mmap_cache_dir: Path,
                request: pytest.FixtureRequest, tmp_path: Path):
-    """Factory of context managers: a booted guest with `.ssh` logged in."""
+    """Factory of context managers: a booted guest with `.ssh` logged in.
+    A guest that hangs silently while booting is booted once more, as `run`
+    does (session.BOOT_ATTEMPTS); each boot keeps its console in its own dir."""
 
     @contextlib.contextmanager
     def boot(name: str, flavour: str = "tiny",
@@ -63,10 +67,17 @@ def boot_guest(guest_image: Callable[..., images.GuestImage], mmap_cache_dir: Pa
         image = guest_image(name, flavour)
         choice = accel.choose(request.config.getoption("--mmap-accel"), image.kernel,
                               image.initrd, mmap_cache_dir)
-        workdir = tmp_path / f"{name}-{flavour}"
-        workdir.mkdir(exist_ok=True)
-        with Guest(image, choice.accel, workdir, workdir / "console.log",
-                   kernel_args) as guest:
-            guest.wait_ssh(BOOT_TIMEOUT)
-            yield guest
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            workdir = tmp_path / f"{name}-{flavour}" / f"boot{attempt}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            with Guest(image, choice.accel, workdir, workdir / "console.log",
+                       kernel_args) as guest:
+                try:
+                    guest.wait_ssh(BOOT_TIMEOUT)
+                except BootError as e:
+                    if e.hung and attempt < BOOT_ATTEMPTS:
+                        continue
+                    raise
+                yield guest
+                return
     return boot

@@ -12,6 +12,8 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
         "kernel_compiler", "status": "pass" | "fail" | "error", "error",
         "error_kind" (whose failure "error" is, empty when there is none:
             "input", "infra", "boot", "build", "kernel-crash", "interrupted"),
+        "boot_attempts" (2 when the first boot hung silently and the guest was
+            booted once more; its console is kept as console.boot1.log),
         "dir" (this guest's files, relative to the run directory),
         "kernel_reports": [{"kind", "fatal", "first_line", "at_s", "text"}]
             (oops, BUG, WARNING, KASAN, panic... seen on the console),
@@ -91,6 +93,7 @@ class GuestResult:
     status: str = ERROR
     error: str = ""
     error_kind: str = ""
+    boot_attempts: int = 0
     timings: Timings = field(default_factory=Timings)
     drivers: list[DriverResult] = field(default_factory=list)
     kernel_reports: list[dict] = field(default_factory=list)

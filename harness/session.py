@@ -42,6 +42,8 @@ from .qemu import qemu_version
 from .results import GuestResult, RunResult, report_dict
 from .ssh import GuestSSH
 
+# A guest that hangs silently while booting gets one more boot (see _boot_with_one_retry).
+BOOT_ATTEMPTS = 2
 # Seconds one build job may take (a module's make, a workload's gcc), before --timeout-scale.
 BUILD_TIMEOUT = 600.0
 
@@ -149,7 +151,7 @@ class GuestRun:
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             with ExitStack() as held:  # the image's leases, for the whole run
-                self._boot_and_exercise(self._image(held))
+                self._boot_with_one_retry(self._image(held))
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
             g.error, g.error_kind = f"interrupted: {e or type(e).__name__}", Interrupted.kind
             raise
@@ -174,6 +176,25 @@ class GuestRun:
         self.result.kernel_compiler = image.kernel_compiler
         self.result.timings.image_s = round(time.monotonic() - start, 3)
         return image
+
+    def _boot_with_one_retry(self, image: Any) -> None:
+        """A guest whose console falls silent while it boots (no report, no
+        crash: under TCG an emulator stall as often as a kernel's) is booted
+        once more, and the results say so; a second hang is the finding."""
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            self.result.boot_attempts = attempt
+            try:
+                self._boot_and_exercise(image)
+                return
+            except BootError as e:
+                if not e.hung or attempt == BOOT_ATTEMPTS:
+                    raise
+                for name in ("console.log", "registers.txt"):
+                    kept = self.dir / name
+                    if kept.exists():
+                        kept.rename(self.dir / name.replace(".", f".boot{attempt}.", 1))
+                self.say("boot", f"hung while booting ({e.message.splitlines()[0]}); "
+                         f"booting once more (console.boot{attempt}.log keeps this boot)")
 
     def _boot_and_exercise(self, image: Any) -> None:
         g = self.result

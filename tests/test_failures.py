@@ -116,3 +116,22 @@ def test_kernel_report_table_names_reports():
     assert kind("[ 9.9] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "soft-lockup"
     assert kind("[ 1.0] Kernel panic - not syncing: Fatal exception") == "panic"
     assert kind("[ 5.5] INFO: task cat:12 blocked for more than 120 seconds.") == "hung-task"
+
+
+@pytest.mark.integration
+def test_a_guest_that_hangs_while_booting_is_booted_once_more(tmp_path: Path):
+    """A silent console during boot gets one more boot, said in the results and
+    with the first boot's console kept; a second hang is the finding. The
+    hang is real: init is `cat`, reading a console nobody types on."""
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--driver", "mmap_remap",
+                        "--kernel-arg", "rdinit=/usr/bin/cat", "--timeout-scale", "0.1",
+                        "--results", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "booting once more" in r.stderr
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir() and not d.is_symlink()]
+    (guest,) = json.loads((run_dir / "results.json").read_text())["guests"]
+    assert guest["boot_attempts"] == 2 and guest["error_kind"] == "boot"
+    assert "printed nothing" in guest["error"]
+    gdir = run_dir / guest["dir"]
+    assert (gdir / "console.boot1.log").stat().st_size > 0 and (gdir / "console.log").is_file()

@@ -82,6 +82,7 @@ def test_default_run_end_to_end(tmp_path: Path):
     assert guest["kernel_release"].startswith("6.1.") and "cloud-amd64" in guest["kernel_release"]
     assert guest["kernel_release"] != platform.release()
     assert guest["accel"] in ("tcg", "kvm") and guest["accel_reason"]
+    assert guest["boot_attempts"] in (1, 2)   # 2: a silent first boot was retried, once
     drivers = guest["drivers"]
     assert drivers and all(d["loaded"] for d in drivers)
     assert all(w["status"] == "pass" for d in drivers for w in d["workloads"])
