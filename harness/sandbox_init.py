@@ -49,6 +49,7 @@ _MS_NODEV = 0x4
 _MS_REMOUNT = 0x20
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
+_PR_SET_NO_NEW_PRIVS = 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -88,7 +89,8 @@ def _layer(spec: dict) -> str:
     # A read-only bind first: the overlay option string never sees the
     # cache's path (no escaping of ',' or ':'), and the lower tree is read-only twice.
     _bind(spec["root"], lower, writable=False)
-    _mount("overlay", merged, "overlay", 0,
+    # nosuid: the root's setuid programs (su, mount, passwd) give the build user nothing.
+    _mount("overlay", merged, "overlay", _MS_NOSUID | _MS_NODEV,
            f"lowerdir={lower},upperdir={upper},workdir={work}")
     return merged
 
@@ -162,6 +164,9 @@ def _exec(merged: str, spec: dict) -> None:
         os.setgid(BUILD_GID)
         os.setuid(BUILD_UID)
     os.umask(0o022)
+    # Nothing the command runs can gain privileges (setuid bits, file capabilities).
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     os.execvpe(spec["argv"][0], spec["argv"], _environment(spec))
 
 

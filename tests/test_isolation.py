@@ -80,6 +80,17 @@ def test_a_job_runs_as_its_author_runs_make(guest_image):
     assert path.split(":")[:2] == ["/usr/local/sbin", "/usr/local/bin"]
 
 
+def test_setuid_programs_give_the_build_user_nothing(guest_image):
+    """The root's setuid-root programs (su, mount, ...) cannot raise a build."""
+    root = guest_image("debian-bookworm").root
+    setuid = [p for p in ("usr/bin/su", "usr/bin/mount", "usr/bin/passwd")
+              if (root.tree / p).exists() and (root.tree / p).stat().st_mode & 0o4000]
+    assert setuid, "the build root has no setuid program to try"
+    r = job(root, ["sh", "-c", "grep NoNewPrivs /proc/self/status; "
+                   "cat /proc/self/mountinfo | grep ' / / ' ; " + f"/{setuid[0]} --version"])
+    assert "NoNewPrivs:\t1" in r.stdout and "nosuid" in r.stdout, r.stdout
+
+
 def test_writes_outside_the_job_vanish_even_when_made_as_root(guest_image):
     """Run as root on purpose, so the writes succeed: the layer must drop them."""
     root = guest_image("debian-bookworm").root
