@@ -30,14 +30,44 @@ def _parser() -> argparse.ArgumentParser:
                                             "drivers, run workloads, report results.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def guest_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--guest", action="append", metavar="NAME",
                         help="guest definition from guest_images/ (repeatable; "
                              "default: the one marked default)")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        guest_option(sp)
         sp.add_argument("--flavour", choices=[f.value for f in Flavour], default="tiny",
                         help="tiny: initramfs guest (default); full: systemd on a disk")
         sp.add_argument("--cache-dir", type=Path, default=None,
                         help="image cache (default: $XDG_CACHE_HOME/mmap-harness)")
+
+    def selection(sp: argparse.ArgumentParser) -> None:
+        """What runs: the same options for `run` and `plan`."""
+        sp.add_argument("--driver", action="append", metavar="NAME",
+                        help="driver spec name from drivers/specs/ (repeatable; default: all)")
+        sp.add_argument("--workload", action="append", default=[], type=Path, metavar="FILE.c",
+                        help="extra workload, built static and run after each driver's own "
+                             "(argument: the driver's device)")
+        byo = sp.add_argument_group("bring your own driver")
+        byo.add_argument("--driver-dir", type=Path, metavar="DIR",
+                         help="an out-of-tree module's source directory, built with its Makefile")
+        byo.add_argument("--module-param", action="append", default=[], metavar="KEY=VALUE",
+                         help="parameter for insmod of --driver-dir's module (repeatable)")
+        byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE",
+                         help="extra make variable for --driver-dir (repeatable)")
+        byo.add_argument("--source-tree", type=Path, metavar="DIR",
+                         help="the tree around --driver-dir that its Makefile reaches into "
+                              "(e.g. $(PWD)/../include): copied whole, make runs in --driver-dir")
+        byo.add_argument("--device", metavar="/dev/NAME",
+                         help="device node the --driver-dir module creates: checked after "
+                              "insmod and given to each workload")
+
+    def shard_option(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--shard", metavar="I/N",
+                        help="only part I of N: each (guest, driver) with all its workloads "
+                             "and checks belongs to one part; parts are disjoint, cover the "
+                             "plan and depend only on the names (see `plan`)")
 
     run = sub.add_parser("run", help="build, boot, load, run workloads, report")
     common(run)
@@ -49,29 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="where run directories go (default: ./results)")
     run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
                      help="auto probes KVM by booting and falls back to TCG (default)")
-    run.add_argument("--driver", action="append", metavar="NAME",
-                     help="driver spec name from drivers/specs/ (repeatable; default: all)")
+    selection(run)
+    shard_option(run)
     run.add_argument("--kernel-arg", action="append", default=[], metavar="ARG",
                      help="extra guest kernel command-line argument (repeatable)")
     run.add_argument("--no-debug-boot", action="store_true",
                      help="boot without slub_debug, page poisoning, panic_on_warn "
                           "(performance runs)")
-    run.add_argument("--workload", action="append", default=[], type=Path, metavar="FILE.c",
-                     help="extra workload, built static and run after each driver's own "
-                          "(argument: the driver's device)")
-    byo = run.add_argument_group("bring your own driver")
-    byo.add_argument("--driver-dir", type=Path, metavar="DIR",
-                     help="an out-of-tree module's source directory, built with its Makefile")
-    byo.add_argument("--module-param", action="append", default=[], metavar="KEY=VALUE",
-                     help="parameter for insmod of --driver-dir's module (repeatable)")
-    byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE",
-                     help="extra make variable for --driver-dir (repeatable)")
-    byo.add_argument("--source-tree", type=Path, metavar="DIR",
-                     help="the tree around --driver-dir that its Makefile reaches into "
-                          "(e.g. $(PWD)/../include): copied whole, make runs in --driver-dir")
-    byo.add_argument("--device", metavar="/dev/NAME",
-                     help="device node the --driver-dir module creates: checked after "
-                          "insmod and given to each workload")
     run.add_argument("--fuzz-seed", type=int, default=None, metavar="N",
                      help="seed of the fuzz workload (default: random; results.json has it)")
     run.add_argument("--fuzz-ops", type=int, default=10000, metavar="N",
@@ -81,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
                           "(default 300, times --timeout-scale)")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
+
+    pl = sub.add_parser("plan", help="print the cases a run would run, one per line: "
+                                     "GUEST DRIVER WORKLOAD")
+    guest_option(pl)
+    selection(pl)
+    shard_option(pl)
 
     img = sub.add_parser("images", help="manage cached guest images")
     isub = img.add_subparsers(dest="action", required=True)
@@ -165,7 +185,20 @@ def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
     return plans
 
 
+def _shard(args: argparse.Namespace) -> plan.Shard | None:
+    return None if args.shard is None else plan.Shard.parse(args.shard)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    shard = _shard(args)
+    names = [g.name for g in _guests(args.guest)]
+    for case in plan.cases(names, _plans(args), shard):
+        print(" ".join(case))
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
+    shard = _shard(args)
     seed = secrets.randbits(32) if args.fuzz_seed is None else args.fuzz_seed
     if not 0 <= seed < 2**32 or args.fuzz_ops < 1:
         raise ConfigError("--fuzz-seed must be 0..4294967295 and --fuzz-ops at least 1",
@@ -173,8 +206,18 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if args.timeout_scale <= 0 or args.workload_timeout <= 0:
         raise ConfigError("--timeout-scale and --workload-timeout must be positive",
                           hint="use a factor such as 2 on a slow host")
+    definitions, plans = _with_images(_guests(args.guest), args.image), _plans(args)
+    per_guest = None
+    if shard is not None:
+        per_guest = plan.shard_drivers([g.name for g in definitions], plans, shard)
+        definitions = [g for g in definitions if g.name in per_guest]
+        if not definitions:
+            print(f"shard {shard}: no (guest, driver) of this plan falls in it; nothing to run")
+            return 0
+        for name, chosen in per_guest.items():
+            progress.say("shard", f"{shard}: {name} runs {', '.join(p.key for p in chosen)}")
     opts = session.RunOptions(
-        guests=_with_images(_guests(args.guest), args.image), drivers=_plans(args),
+        guests=definitions, drivers=plans, guest_drivers=per_guest,
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
@@ -227,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, progress)
+        if args.command == "plan":
+            return _cmd_plan(args)
         if args.command == "illumos":
             return _cmd_illumos(args)
         return _cmd_images(args, progress)

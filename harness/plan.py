@@ -125,3 +125,58 @@ def external_driver(source_dir: Path, module_params: list[str], make_args: list[
         if not _STEM.match(tree.name):
             raise ConfigError(f"--source-tree {source_tree}: the directory name must be plain")
     return ExternalDriver(source_dir.resolve(), module_params, make_args, device, tree)
+
+
+# --- Shards: a plan split into n deterministic, disjoint parts that cover it ---
+
+_SHARD = re.compile(r"^([0-9]+)/([0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard i/n`: part i (1-based) of n.
+
+    The unit a shard owns is one (guest, driver): a driver's workloads and
+    the harness's checks on it run in one guest with that driver loaded, so
+    they cannot be split further. Units are sorted by (guest name, driver
+    name) and dealt round-robin (the k-th unit goes to shard k mod n + 1):
+    the split depends only on the names, never on argument order, dict order
+    or PYTHONHASHSEED, and every unit lands in exactly one shard."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        m = _SHARD.match(text.strip())
+        if m is None or not 1 <= int(m.group(1)) <= int(m.group(2)):
+            raise ConfigError(f"--shard {text!r}: expected i/n with 1 <= i <= n",
+                              hint="write it as --shard 2/4 (the second of four parts)")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, units: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (guest, driver) units of this shard."""
+        ordered = sorted(set(units))
+        return {u for k, u in enumerate(ordered) if k % self.count == self.index - 1}
+
+
+def cases(guest_names: list[str], plans: list[DriverPlan],
+          shard: Shard | None = None) -> list[tuple[str, str, str]]:
+    """Every (guest, driver, workload) the plan runs, in run order; with a
+    shard, only the cases whose (guest, driver) unit it owns."""
+    units = [(g, p.key) for g in guest_names for p in plans]
+    owned = set(units) if shard is None else shard.owns(units)
+    return [(g, p.key, w.name) for g in guest_names for p in plans
+            if (g, p.key) in owned for w in p.workloads]
+
+
+def shard_drivers(guest_names: list[str], plans: list[DriverPlan],
+                  shard: Shard) -> dict[str, list[DriverPlan]]:
+    """Per guest, the drivers the shard runs there (in plan order); a guest
+    with none is left out, so it is not booted."""
+    owned = shard.owns([(g, p.key) for g in guest_names for p in plans])
+    chosen = {g: [p for p in plans if (g, p.key) in owned] for g in guest_names}
+    return {g: ps for g, ps in chosen.items() if ps}

@@ -91,6 +91,13 @@ class RunOptions:
     fuzz_seed: int = 0          # the fuzz workload's seed, recorded for replay
     fuzz_ops: int = 10000
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # `run --shard`: per guest name, the drivers that guest runs (None: `drivers` everywhere).
+    guest_drivers: dict[str, list[DriverPlan]] | None = None
+
+    def drivers_for(self, definition: GuestDefinition) -> list[DriverPlan]:
+        if self.guest_drivers is None:
+            return self.drivers
+        return self.guest_drivers.get(definition.name, [])
 
     def guest_kernel_args(self) -> list[str]:
         return (DEBUG_KERNEL_ARGS if self.debug_boot else []) + self.kernel_args
@@ -142,6 +149,7 @@ class GuestRun:
         self.progress = progress
         self.timeouts = opts.timeouts
         self.family = family_of(definition.family)
+        self.drivers = opts.drivers_for(definition)
 
     def say(self, stage: str, message: str) -> None:
         self.progress.say(stage, f"{self.definition.name}: {message}")
@@ -203,7 +211,7 @@ class GuestRun:
         g.cpu_model = self.definition.qemu.cpu_model
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
         sources = {p.key: self.family.render(p.spec, self.dir / "src")
-                   for p in self.opts.drivers if p.spec is not None}
+                   for p in self.drivers if p.spec is not None}
         cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
@@ -211,7 +219,7 @@ class GuestRun:
                                       self.opts.guest_kernel_args(), self.timeouts.scale)
             try:
                 with guest:
-                    job = BuildJob(image, self.opts.drivers, sources, self.dir / "build",
+                    job = BuildJob(image, self.drivers, sources, self.dir / "build",
                                    cancel, self.timeouts.build, self.say)
                     up = SSHReady(cancel)
                     built = pool.submit(self.family.build, job, up.wait)
@@ -255,7 +263,7 @@ class GuestRun:
                 ssh.put(path, f"{remote}/{path.name}", 0o755)
         env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
-        for plan in self.opts.drivers:
+        for plan in self.drivers:
             run = DriverRun(self.family, guest, ssh, plan, art.modules[plan.key], self.dir,
                             limits, self.result.timings, self.say)
             try:
