@@ -7,13 +7,14 @@ problem, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 
-from . import drivers, guests, images, plan, session
+from . import drivers, guests, images, kcidb, plan, session
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
@@ -134,7 +135,57 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--cache-dir", type=Path, default=None,
                      help="where what is derived from the gate is kept "
                           "(default: $XDG_CACHE_HOME/mmap-harness)")
+    exp = sub.add_parser("export", help="write a finished run in another format")
+    exp.add_argument("--kcidb", action="store_true", required=True,
+                     help="KernelCI KCIDB JSON (schema v5.3): a checkout per run, a build "
+                          "per guest and driver, a test per workload")
+    exp.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                     help="a run directory (the one holding results.json), e.g. "
+                          "results/latest")
+    exp.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                     help="write here instead of standard output")
     return p
+
+
+def _read_run(run_dir: Path) -> dict:
+    """A run directory's results.json, or a ConfigError saying what to give instead."""
+    path = run_dir / "results.json"
+    hint = "give a run directory under --results (default ./results), e.g. results/latest"
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a directory", hint=hint)
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no results.json: not a run directory, or the run "
+                          "never started", hint=hint)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read as JSON: {e}",
+                          hint="a run still writing it? wait for it to finish; "
+                               "otherwise the file is damaged") from None
+    if not isinstance(data, dict) or "run_id" not in data or not isinstance(
+            data.get("guests", []), list):
+        raise ConfigError(f"{path} is not an mmap-harness results.json (no run_id or guests)",
+                          hint=hint)
+    return data
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    data = _read_run(args.run_dir)
+    try:
+        text = json.dumps(kcidb.to_kcidb(data), indent=2) + "\n"
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{args.run_dir / 'results.json'} lacks what schema 1 has "
+                          f"({type(e).__name__}: {e})",
+                          hint="export a results.json written by mmap-harness") from None
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text)
+        except OSError as e:
+            raise ConfigError(f"cannot write {args.output}: {e.strerror}",
+                              hint="choose a writable -o FILE") from None
+    return 0
 
 
 def _guests(names: list[str] | None) -> list[guests.GuestDefinition]:
@@ -274,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "illumos":
             return _cmd_illumos(args)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_images(args, progress)
     except (KeyboardInterrupt, Interrupted) as e:
         what = e.message if isinstance(e, Interrupted) else "stopped by SIGINT"

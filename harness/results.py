@@ -30,6 +30,7 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,22 +138,36 @@ def write_json(run: RunResult, path: Path) -> None:
     tmp.replace(path)  # readers never see half a file
 
 
+JUNIT_LOG_LINES, JUNIT_LOG_CHARS = 40, 4000  # each log excerpt in a JUnit failure
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def write_junit(run: RunResult, path: Path) -> None:
+    """JUnit XML as GitLab and Jenkins read it: one testsuite per guest
+    (`<guest>-<flavour>`), in it a testcase `boot` (classname the guest), and per
+    driver a testcase `load` and one per workload (classname `<guest>.<driver>`,
+    name the workload). A failure or error carries the message, then the tail of
+    the guest's console.log and of its dmesg.txt (beside `path`, bounded)."""
     suites = ET.Element("testsuites", name=f"mmap-harness {run.run_id}")
     for g in run.guests:
-        suite = ET.SubElement(suites, "testsuite", name=f"{g.name}-{g.flavour}",
+        guest = f"{g.name}-{g.flavour}"
+        suite = ET.SubElement(suites, "testsuite", name=guest,
                               time=f"{g.timings.total_s:.3f}")
         cases = _cases(g)
+        logs = _guest_logs(path.parent / (g.dir or guest)) if any(
+            c[3] != PASS for c in cases) else ""
         for classname, name, seconds, status, message, output in cases:
             case = ET.SubElement(suite, "testcase", classname=classname, name=name,
                                  time=f"{seconds:.3f}")
+            text = _xml_text(message + logs)
             if status in (FAIL, KERNEL_CRASH):
-                ET.SubElement(case, "failure", message=f"{status}: {message}"[:500],
-                              type=status).text = message
+                ET.SubElement(case, "failure", message=_xml_text(f"{status}: {message}")[:500],
+                              type=status).text = text
             elif status == ERROR:
-                ET.SubElement(case, "error", message=message[:500], type=status).text = message
+                ET.SubElement(case, "error", message=_xml_text(message)[:500],
+                              type=status).text = text
             if output:
-                ET.SubElement(case, "system-out").text = output
+                ET.SubElement(case, "system-out").text = _xml_text(output)
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(c[3] in (FAIL, KERNEL_CRASH) for c in cases)))
         suite.set("errors", str(sum(c[3] == ERROR for c in cases)))
@@ -161,15 +176,42 @@ def write_junit(run: RunResult, path: Path) -> None:
 
 
 def _cases(g: GuestResult) -> list[tuple[str, str, float, str, str, str]]:
-    prefix = f"{g.name}.{g.flavour}"
-    cases = [(prefix, "boot", g.timings.boot_to_ssh_s, ERROR if g.error else PASS, g.error, "")]
+    guest = f"{g.name}-{g.flavour}"
+    cases = [(guest, "boot", g.timings.boot_to_ssh_s, ERROR if g.error else PASS, g.error, "")]
     for d in g.drivers:
         load_status = PASS if d.loaded and not d.error else FAIL
-        cases.append((f"{prefix}.{d.name}", "load", g.timings.load_s, load_status, d.error, ""))
+        cases.append((f"{guest}.{d.name}", "load", g.timings.load_s, load_status, d.error, ""))
         for w in d.workloads:
-            cases.append((f"{prefix}.{d.name}", w.name, w.seconds, w.status, w.message,
+            cases.append((f"{guest}.{d.name}", w.name, w.seconds, w.status, w.message,
                           json.dumps(w.metrics, indent=1) if w.metrics else ""))
     return cases
+
+
+def _guest_logs(guest_dir: Path) -> str:
+    """The console's and the kernel log's last lines, as a failure shows them."""
+    parts = []
+    for name, what in (("console.log", "console tail"), ("dmesg.txt", "dmesg excerpt")):
+        tail = _tail(guest_dir / name)
+        if tail:
+            parts.append(f"\n\n--- {what} ({name}) ---\n{tail}")
+    return "".join(parts)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4 * JUNIT_LOG_CHARS))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = text.replace("\r\n", "\n").splitlines()[-JUNIT_LOG_LINES:]
+    return "\n".join(lines)[-JUNIT_LOG_CHARS:]
+
+
+def _xml_text(s: str) -> str:
+    """Without the characters XML 1.0 forbids (a console has escapes and NULs)."""
+    return _XML_ILLEGAL.sub("\ufffd", s)
 
 
 def table(run: RunResult) -> str:
