@@ -167,10 +167,9 @@ def cases(guest_names: list[str], plans: list[DriverPlan],
           shard: Shard | None = None) -> list[tuple[str, str, str]]:
     """Every (guest, driver, workload) the plan runs, in run order; with a
     shard, only the cases whose (guest, driver) unit it owns."""
-    units = [(g, p.key) for g in guest_names for p in plans]
-    owned = set(units) if shard is None else shard.owns(units)
-    return [(g, p.key, w.name) for g in guest_names for p in plans
-            if (g, p.key) in owned for w in p.workloads]
+    chosen = ({g: plans for g in guest_names} if shard is None
+              else shard_drivers(guest_names, plans, shard))
+    return [(g, p.key, w.name) for g, ps in chosen.items() for p in ps for w in p.workloads]
 
 
 def shard_drivers(guest_names: list[str], plans: list[DriverPlan],

@@ -32,7 +32,7 @@ from .errors import InfraError
 from .procs import run_captured
 from .sandbox_init import BUILD_GID, BUILD_UID, ERROR_MARKER, SETUP_FAILED
 
-__all__ = ["BUILD_GID", "BUILD_UID", "Bind", "Job", "run"]
+__all__ = ["BUILD_GID", "BUILD_UID", "Bind", "Job", "hand_over", "run"]
 
 # unshare dies with the harness (PR_SET_PDEATHSIG), PID 1 with unshare
 # (--kill-child), and every process of the namespace with PID 1.
@@ -58,6 +58,14 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)   # on top of the normal ones
     as_root: bool = False       # run as root in the sandbox (still a throwaway layer)
     kernel_release: str = ""    # what `uname -r` answers; empty: the host's
+
+
+def hand_over(tree: str | os.PathLike[str]) -> None:
+    """Give `tree` (a host scratch directory, links not followed) to the build
+    user, who writes a job's products there."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.lchown(name, BUILD_UID, BUILD_GID)
 
 
 def run(job: Job, timeout: float = 600.0,

@@ -21,7 +21,6 @@ cstyle.pl is someone else's code: it too writes nothing outside /check.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -113,9 +112,7 @@ def stage(work: Path, headers: Path, files: dict[str, Path]) -> Box:
     for name, source in files.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, work / name)
-    for dirpath, dirnames, filenames in os.walk(work):
-        for p in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-            os.chown(p, sandbox.BUILD_UID, sandbox.BUILD_GID)
+    sandbox.hand_over(work)
     return Box(work, headers)
 
 
@@ -169,7 +166,7 @@ def check(module: Module, derived: Derived, work: Path, cflags: list[str],
 def _compile(module: Module, derived: Derived, box: Box, build: str, out: Path,
              cflags: list[str], failures: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    os.chown(out, sandbox.BUILD_UID, sandbox.BUILD_GID)
+    sandbox.hand_over(out)
     base = derived.flags[build].argv(Path(INSIDE_GATE))
     includes = [f"-I{box.inside(d)}" for d in module.include_dirs]
     objs: list[Path] = []

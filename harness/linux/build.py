@@ -13,7 +13,6 @@ PWD set, as it runs on the author's machine. Products are copied out at once.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import tempfile
@@ -26,7 +25,6 @@ from ..errors import BuildError
 from ..plan import ExternalDriver
 from ..rootfs import BuildRoot
 
-BUILD_TIMEOUT = 600.0
 BUILD_DIR = "/build"
 INCLUDE_DIR = "/build/include"
 # What a workload's `#include "x.h"` can name next to it: copied with the source.
@@ -37,10 +35,12 @@ STALE_PRODUCTS = ("*.ko", "*.o", "*.mod", "*.mod.c", ".*.cmd", "modules.order",
 
 
 class Builder:
-    """`with Builder(root) as b:` builds against `root`; its scratch goes at exit."""
+    """`with Builder(root, cancel, timeout) as b:` builds against `root`; its
+    scratch goes at exit."""
 
-    def __init__(self, root: BuildRoot, cancel: threading.Event | None = None,
-                 timeout: float = BUILD_TIMEOUT) -> None:
+    def __init__(self, root: BuildRoot, cancel: threading.Event | None,
+                 timeout: float) -> None:
+        """`timeout`: seconds per job, already scaled (session.Timeouts.build)."""
         self.root = root
         self.cancel = cancel
         self.timeout = timeout
@@ -67,12 +67,6 @@ class Builder:
         work.mkdir()
         return work
 
-    def _hand_over(self, tree: Path) -> None:
-        """Give `tree` to the build user, who writes its products there."""
-        for dirpath, dirnames, filenames in os.walk(tree):
-            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
-                os.lchown(name, sandbox.BUILD_UID, sandbox.BUILD_GID)
-
     def _run(self, what: str, argv: list[str], cwd: str, binds: list[sandbox.Bind],
              log: Path, hint: str = "") -> None:
         job = sandbox.Job(str(self.root.tree), argv, cwd, binds,
@@ -94,7 +88,7 @@ class Builder:
         """Build the Kbuild tree `src` into `<out_dir>/<name>.ko`."""
         work = self._workdir(f"module-{name}")
         shutil.copytree(src, work, dirs_exist_ok=True)
-        self._hand_over(work)
+        sandbox.hand_over(work)
         inside = f"{BUILD_DIR}/{name}"
         self._run(f"module {name}", ["make", "-C", self.kdir, f"M={inside}", "modules"],
                   inside, [sandbox.Bind(str(work), inside, writable=True)], log)
@@ -113,7 +107,7 @@ class Builder:
         work = self._workdir(f"external-{tree.name}")
         shutil.copytree(tree, work, symlinks=True, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(*STALE_PRODUCTS))
-        self._hand_over(work)
+        sandbox.hand_over(work)
         mount = f"{BUILD_DIR}/{tree.name}"
         inside = posixpath.join(mount, src.relative_to(tree).as_posix())
         here = work / src.relative_to(tree)
@@ -157,7 +151,7 @@ class Builder:
         for f in source.parent.iterdir():
             if f.is_file() and (f.suffix in HEADER_SUFFIXES or f == source):
                 shutil.copyfile(f, work / f.name)
-        self._hand_over(work)
+        sandbox.hand_over(work)
         includes = [self._include(d) for d in include_dirs or []]
         inside = f"{BUILD_DIR}/{name}"
         flags = ["-m32"] if m32 else []
