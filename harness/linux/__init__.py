@@ -8,28 +8,26 @@ SSH is.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import accel, images
+from .. import accel, images, results
 from .. import checks as verdicts
-from .. import results
 from ..cache import Cache
-from ..guests import Flavour, GuestDefinition
-from ..progress import Progress
 from ..drivers import DriverSpec
 from ..family import Artifacts, BuildJob
+from ..guests import Flavour, GuestDefinition
 from ..plan import workload_includes, workloads_to_build
+from ..progress import Progress
 from ..render import render
 from ..results import WorkloadResult
 from ..ssh import GuestSSH
 from . import checks, load
-from .patterns import LINUX as LINUX_PATTERNS
 from .build import Builder
+from .patterns import LINUX as LINUX_PATTERNS
 
 if TYPE_CHECKING:
     from ..guest import Guest
