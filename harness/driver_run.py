@@ -107,7 +107,7 @@ class DriverRun:
         if not d.error and self.plan.spec is not None:
             self._record(self.kernel.unload_report(log, self.module))
         if not d.error:
-            self._record(checks.free_memory_back(self.free_before, self.kernel.free_kib()))
+            self._record(checks.free_memory_settled(self.free_before, self.kernel.free_kib))
         self.timings.load_s += round(time.monotonic() - start, 3)
 
     def _died(self, reason: str) -> None:

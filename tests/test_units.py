@@ -178,3 +178,18 @@ Node 0, zone    DMA32
               count: 12
 """
     assert free_pages(zoneinfo) == 3968 + 225000 + 310 + 12
+
+
+def test_free_memory_shortfall_is_read_again_before_it_counts(monkeypatch):
+    from harness import checks
+    monkeypatch.setattr(checks, "FREE_PAUSE_S", 0.0)
+    readings = iter([100_000 - 1800, 100_000 - 90])     # noise that settles
+    assert checks.free_memory_settled(100_000, lambda: next(readings)).status == "pass"
+    calls = []
+
+    def leaking() -> int:
+        calls.append(1)
+        return 100_000 - 4096
+    verdict = checks.free_memory_settled(100_000, leaking)
+    assert verdict.status == "fail" and verdict.metrics["lost_kib"] == 4096
+    assert len(calls) == checks.FREE_READS
