@@ -11,7 +11,8 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap debian-archive-keyring gpgv
               busybox-static cpio zstd lz4
               e2fsprogs util-linux python3-venv
               git gcc binutils perl     # illumos check: reads the gate, compiles, ld -r, nm, cstyle
-              rsync)                    # gitlab-ci-local copies the checkout with it (tests/test_ci_files.py)
+              rsync                     # gitlab-ci-local copies the checkout with it (tests/test_ci_files.py)
+              openssh-client)           # `mmap-harness shell` and `exec` log in with it
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo)

@@ -11,10 +11,11 @@ import json
 import secrets
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import drivers, guests, images, kcidb, plan, session
+from . import drivers, guests, images, interactive, kcidb, live, plan, session
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
@@ -135,6 +136,34 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--cache-dir", type=Path, default=None,
                      help="where what is derived from the gate is kept "
                           "(default: $XDG_CACHE_HOME/mmap-harness)")
+    for name, what in (("shell", "boot a guest (with drivers loaded) and open a shell in it"),
+                       ("exec", "boot a guest (with drivers loaded), run one command in it "
+                                "and exit with its status")):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("--guest", metavar="NAME",
+                        help="guest definition from guest_images/ (default: the one marked "
+                             "default)")
+        sp.add_argument("--flavour", choices=[f.value for f in Flavour], default="tiny")
+        sp.add_argument("--cache-dir", type=Path, default=None)
+        sp.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto")
+        sp.add_argument("--kernel-arg", action="append", default=[], metavar="ARG")
+        sp.add_argument("--no-debug-boot", action="store_true",
+                        help="boot without the debug arguments (slub_debug, panic_on_warn, ...)")
+        sp.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
+        sp.add_argument("--driver", action="append", default=[], metavar="NAME",
+                        help="driver spec to build and load first (repeatable)")
+        byo = sp.add_argument_group("bring your own driver")
+        byo.add_argument("--driver-dir", type=Path, metavar="DIR",
+                         help="an out-of-tree module's directory, built and loaded first")
+        byo.add_argument("--module-param", action="append", default=[], metavar="KEY=VALUE")
+        byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE")
+        byo.add_argument("--source-tree", type=Path, metavar="DIR")
+        byo.add_argument("--device", metavar="/dev/NAME")
+        sp.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr")
+    sub.choices["exec"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                                     help="the command and its arguments, after --")
+
     exp = sub.add_parser("export", help="write a finished run in another format")
     exp.add_argument("--kcidb", action="store_true", required=True,
                      help="KernelCI KCIDB JSON (schema v5.3): a checkout per run, a build "
@@ -310,13 +339,57 @@ def _cmd_illumos(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else EXIT_FAIL
 
 
+def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
+    """`shell` and `exec`: one guest, kept for as long as the person needs it."""
+    argv = args.argv[1:] if getattr(args, "argv", [])[:1] == ["--"] else getattr(args, "argv", [])
+    if args.command == "exec" and not argv:
+        raise ConfigError("exec needs a command", hint="mmap-harness exec -- uname -r")
+    if args.timeout_scale <= 0:
+        raise ConfigError("--timeout-scale must be positive")
+    if args.driver_dir is None and (args.module_param or args.make_arg or args.device
+                                    or args.source_tree):
+        raise ConfigError("--module-param, --make-arg, --device and --source-tree go with "
+                          "--driver-dir", hint="add --driver-dir DIR, or drop those options")
+    (definition,) = _guests([args.guest] if args.guest else None)
+    drivers.find_specs(args.driver)     # a typo is an error before anything boots
+    options = live.LiveOptions(
+        args.cache_dir or default_cache_dir(), Flavour(args.flavour), args.accel,
+        tuple(([] if args.no_debug_boot else session.DEBUG_KERNEL_ARGS) + args.kernel_arg),
+        session.Timeouts(scale=args.timeout_scale))
+    progress.quiet = args.quiet
+    with tempfile.TemporaryDirectory(prefix="mmap-harness-guest-") as tmp, \
+            live.LiveGuest(definition, options, Path(tmp), progress) as guest:
+        for name in args.driver:
+            guest.load_module(name)
+        if args.driver_dir is not None:
+            guest.load_module(args.driver_dir, args.module_param, args.device, args.make_arg,
+                              args.source_tree)
+        if args.command == "exec":
+            return interactive.execute(guest, Path(tmp), argv)
+        progress.say("shell", f"{definition.name}: `exit` or ^D ends the shell and the guest")
+        return interactive.shell(guest, Path(tmp))
+
+
+# Ctrl-C, kill, a dropped terminal: each stops the run the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    """The first stop signal unwinds the run; later ones (a terminal sends
+    SIGHUP then SIGCONT and more; an impatient ^C) are ignored so that the
+    unwinding, which reaps QEMU in seconds, is not cut short. SIGKILL still
+    works, and QEMU dies with the harness then too (PR_SET_PDEATHSIG)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt   # as Python's own: no `except HarnessError` swallows it
     raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    for s in STOP_SIGNALS:
+        signal.signal(s, _raise_interrupted)
     progress = Progress()
     try:
         if args.command == "run":
@@ -327,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_illumos(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command in ("shell", "exec"):
+            return _cmd_guest(args, progress)
         return _cmd_images(args, progress)
     except (KeyboardInterrupt, Interrupted) as e:
         what = e.message if isinstance(e, Interrupted) else "stopped by SIGINT"

@@ -17,7 +17,7 @@
 Kernel failures (BootError) and harness failures (InfraError) are kept apart,
 as syzkaller's vm layer does: the first is a finding, the second a broken tool.
 Each class names whose failure it is in `kind`, which results.json records as
-`error_kind`: input, infra, boot, build, kernel-crash or interrupted.
+`error_kind`: input, infra, boot, build, driver, kernel-crash or interrupted.
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ class GuestDied(HarnessError):
     """The guest crashed or hung while the harness was using it."""
 
     kind = "kernel-crash"
+
+
+class DriverError(HarnessError):
+    """A driver would not load, its device did not appear, or it would not unload."""
+
+    kind = "driver"
 
 
 class BuildError(HarnessError):

@@ -50,6 +50,14 @@ class Artifacts:
     seconds: float = 0.0
     in_guest: bool = False      # already in the guest's REMOTE_DIR (built there)
 
+    def install(self, ssh: GuestSSH, remote: str) -> None:
+        """Upload what was built on the host into the guest's `remote` dir."""
+        if self.in_guest:
+            return
+        ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
+        for path in [*self.modules.values(), *self.workloads.values()]:
+            ssh.put(path, f"{remote}/{path.name}", 0o755)
+
 
 @dataclass(frozen=True)
 class BuildJob:

@@ -53,6 +53,11 @@ class DriverPlan:
     external: ExternalDriver | None = None
 
     @property
+    def has_module(self) -> bool:
+        """False for a plan that only builds workloads (a test's own program)."""
+        return self.spec is not None or self.external is not None
+
+    @property
     def module_params(self) -> list[str]:
         return self.external.module_params if self.external else []
 

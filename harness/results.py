@@ -53,6 +53,10 @@ class WorkloadResult:
     message: str = ""
     seconds: float = 0.0
 
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
 
 @dataclass
 class DriverResult:

@@ -256,11 +256,7 @@ class GuestRun:
                 self.say("stop", f"QEMU gone after {guest.shutdown_s:.1f}s")
 
     def _exercise(self, guest: Guest, ssh: GuestSSH, art: Artifacts) -> None:
-        remote = workloads.REMOTE_DIR
-        if not art.in_guest:  # built on the host: upload
-            ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
-            for path in [*art.modules.values(), *art.workloads.values()]:
-                ssh.put(path, f"{remote}/{path.name}", 0o755)
+        art.install(ssh, workloads.REMOTE_DIR)
         env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.drivers:

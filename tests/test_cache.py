@@ -265,3 +265,31 @@ def test_deleting_a_root_and_running_again_gives_a_working_guest(tmp_path: Path,
     assert image.is_dir()  # the image cut from the old root was left alone, not reused
     data = json.loads(next(results.glob("2*/results.json")).read_text())
     assert data["status"] == "pass"
+
+
+BUILD_ONCE = """
+import sys, time
+from pathlib import Path
+from harness.cache import Cache
+
+def build(tmp: Path) -> None:
+    with open(sys.argv[2], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.5)   # long enough for the other worker to find the build under way
+    (tmp / "payload").write_text("image")
+
+print(Cache(Path(sys.argv[1])).get_or_build("images", "guest-tiny-0123", build))
+"""
+
+
+def test_two_workers_asking_at_once_build_an_entry_once(tmp_path: Path):
+    """pytest-xdist workers (or two runs) share one cache: the second waits
+    on the first's build lock and takes what it published."""
+    log = tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD_ONCE, str(tmp_path / "cache"),
+                               str(log)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    paths = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert log.read_text() == "built\n" and len(paths) == 1
+    assert (Path(paths.pop()) / "payload").read_text() == "image"

@@ -197,7 +197,7 @@ class IllumosFamily:
         art = Artifacts(in_guest=True)
         compiler = job.image.compiler  # type: ignore[attr-defined]
         version = steps.compiler_version(guest, compiler)
-        for p in job.plans:
+        for p in (p for p in job.plans if p.has_module):
             steps.upload_driver(guest, job.sources[p.key], p.key)
             steps.build_driver(guest, p.key, compiler, job.timeout)
             art.modules[p.key] = Path(p.key)

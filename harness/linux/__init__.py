@@ -108,7 +108,7 @@ class LinuxFamily:
         includes = workload_includes(job.plans)
         root = job.image.root  # type: ignore[attr-defined]
         with Builder(root, job.cancel, job.timeout) as b:
-            for p in job.plans:
+            for p in (p for p in job.plans if p.has_module):
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (
                     b.module(job.sources[p.key], p.key, job.out, log) if p.external is None
