@@ -26,6 +26,7 @@ auto|tcg|kvm, --mmap-cache-dir DIR, --mmap-timeout-scale X.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,16 +34,15 @@ from pathlib import Path
 
 import pytest
 
-from . import accel, guests, images
+from . import guests, images
 from .cache import Cache, default_cache_dir
-from .errors import BootError, DriverError, HarnessError
+from .errors import DriverError, HarnessError
 from .guest import Guest
 from .guests import Flavour
 from .live import LiveGuest, LiveOptions, Module
 from .progress import Progress
-from .session import BOOT_ATTEMPTS, Timeouts
+from .session import Timeouts
 
-BOOT_TIMEOUT = 180.0
 CONSOLE_LINES = 80      # of the console, in a failing test's report
 
 
@@ -228,29 +228,18 @@ def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImag
 
 
 @pytest.fixture
-def boot_guest(guest_image: Callable[..., images.GuestImage], mmap_cache_dir: Path,
-               request: pytest.FixtureRequest, tmp_path: Path):
-    """Factory of context managers: a booted guest with `.ssh` logged in.
-    A guest that hangs silently while booting is booted once more, as `run`
-    does (session.BOOT_ATTEMPTS); each boot keeps its console in its own dir."""
+def boot_guest(mmap_options: LiveOptions, tmp_path: Path):
+    """Factory of context managers: a bare booted guest (harness.guest.Guest,
+    `.ssh` logged in) of its own, booted as `guest` is but without `run`'s
+    debug arguments unless given; its console is under the test's tmp_path."""
 
     @contextlib.contextmanager
     def boot(name: str, flavour: str = "tiny",
              kernel_args: list[str] | None = None) -> Iterator[Guest]:
-        image = guest_image(name, flavour)
-        choice = accel.choose(request.config.getoption("--mmap-accel"), image.kernel,
-                              image.initrd, mmap_cache_dir)
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
-            workdir = tmp_path / f"{name}-{flavour}" / f"boot{attempt}"
-            workdir.mkdir(parents=True, exist_ok=True)
-            with Guest(image, choice.accel, workdir, workdir / "console.log",
-                       kernel_args) as guest:
-                try:
-                    guest.wait_ssh(BOOT_TIMEOUT)
-                except BootError as e:
-                    if e.hung and attempt < BOOT_ATTEMPTS:
-                        continue
-                    raise
-                yield guest
-                return
+        options = dataclasses.replace(mmap_options, flavour=Flavour(flavour),
+                                      kernel_args=tuple(kernel_args or ()))
+        with LiveGuest(guests.find(name), options, tmp_path / f"{name}-{flavour}",
+                       Progress()) as live:
+            assert live.guest is not None
+            yield live.guest
     return boot
