@@ -15,11 +15,13 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import drivers, guests, images, interactive, kcidb, live, plan, session
+from . import (bench, drivers, guests, images, interactive, kcidb, live, plan, results,
+               session)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
 from .guests import Flavour
+from .procs import STOP_SIGNALS
 from .progress import Progress
 from .results import PASS, table
 
@@ -97,6 +99,19 @@ def _parser() -> argparse.ArgumentParser:
                           "(default 300, times --timeout-scale)")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
+
+    bn = sub.add_parser("bench", help="benchmark the drivers' mappings against anonymous "
+                                      "memory, time the loop against its floor")
+    common(bn)
+    bn.add_argument("--driver", action="append", metavar="NAME",
+                    help="driver spec (repeatable; default: every spec with benchmarks)")
+    bn.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                    help="results root (default: results)")
+    bn.add_argument("--repeat", type=int, default=bench.DEFAULT_REPEAT, metavar="N",
+                    help=f"repetitions of each measurement (default {bench.DEFAULT_REPEAT}; "
+                         "the median and the spread are reported)")
+    bn.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto")
+    bn.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
 
     pl = sub.add_parser("plan", help="print the cases a run would run, one per line: "
                                      "GUEST DRIVER WORKLOAD")
@@ -309,6 +324,28 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     return 0 if result.status == PASS else EXIT_FAIL
 
 
+def _cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
+    if not 3 <= args.repeat <= 1000:
+        raise ConfigError("--repeat must be 3..1000", hint="the default is "
+                          f"{bench.DEFAULT_REPEAT}: enough for a stable median")
+    if args.timeout_scale <= 0:
+        raise ConfigError("--timeout-scale must be positive")
+    plans = bench.bench_plans(_specs(args.driver, default_all=True))
+    opts = session.RunOptions(
+        guests=_guests(args.guest), drivers=plans, flavour=Flavour(args.flavour),
+        results_root=args.results, cache_dir=args.cache_dir or default_cache_dir(),
+        accel=args.accel, debug_boot=False,   # the debug options change the figures
+        workload_env=(("MH_BENCH_REPEAT", str(args.repeat)),),
+        timeouts=session.Timeouts(scale=args.timeout_scale))
+    result, run_dir = session.run(opts, progress)
+    result.bench = bench.summarize(result, args.repeat)
+    results.write_json(result, run_dir / "results.json")
+    print(bench.table(result.bench))
+    print(f"run {result.run_id}: {result.status.upper()}")
+    print(f"results: {run_dir / 'results.json'}")
+    return 0 if result.status == PASS else EXIT_FAIL
+
+
 def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     cache = Cache(args.cache_dir or default_cache_dir())
     if args.action == "list":
@@ -370,16 +407,12 @@ def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
         return interactive.shell(guest, Path(tmp))
 
 
-# Ctrl-C, kill, a dropped terminal: each stops the run the same way.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     """The first stop signal unwinds the run; later ones (a terminal sends
     SIGHUP then SIGCONT and more; an impatient ^C) are ignored so that the
     unwinding, which reaps QEMU in seconds, is not cut short. SIGKILL still
     works, and QEMU dies with the harness then too (PR_SET_PDEATHSIG)."""
-    for s in STOP_SIGNALS:
+    for s in STOP_SIGNALS:   # Ctrl-C, kill, a dropped terminal
         signal.signal(s, signal.SIG_IGN)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt   # as Python's own: no `except HarnessError` swallows it
@@ -394,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, progress)
+        if args.command == "bench":
+            return _cmd_bench(args, progress)
         if args.command == "plan":
             return _cmd_plan(args)
         if args.command == "illumos":

@@ -50,6 +50,8 @@ class DriverSpec:
     # Built with -m32 and run as NAME-m32: the compat (ILP32) view of the driver.
     workloads_m32: list[str] = field(default_factory=list)
     params: dict[str, int] = field(default_factory=dict)
+    # `mmap-harness bench`'s workloads for this driver (bench_*.c), none: not benchmarked.
+    bench: list[str] = field(default_factory=list)
     source: str = ""    # the spec's file name, filled in by load_spec
 
     @property
@@ -95,7 +97,7 @@ def validate(spec: DriverSpec, where: str) -> None:
                           f"{MAX_ORDER} (2^order pages) for template {spec.template}")
     if not spec.workloads and not spec.workloads_m32:
         raise ConfigError(f"{where}: a driver needs at least one workload")
-    for w in [*spec.workloads, *spec.workloads_m32]:
+    for w in [*spec.workloads, *spec.workloads_m32, *spec.bench]:
         if not _C_IDENT.match(w) or not (WORKLOADS_DIR / f"{w}.c").is_file():
             raise ConfigError(f"{where}: no workload {w!r} in {WORKLOADS_DIR}")
     declared = TEMPLATE_PARAMS.get(spec.template, {})

@@ -79,6 +79,11 @@ class Guest:
         report = self.watcher.first_fatal()
         return report.text if report else ""
 
+    def console_text(self) -> str:
+        """Everything the console printed so far."""
+        console = self.machine.console
+        return console.text() if console is not None else ""
+
     def save_registers(self, path: Path) -> None:
         """vCPU registers through QMP, for a hang report; best effort."""
         registers = self.machine.registers()

@@ -42,6 +42,8 @@ class GuestImage:
     flavour: Flavour
     dir: Path
     root: BuildRoot
+    # What this use had to build first ("root", "image"): empty on a warm start.
+    built: tuple[str, ...] = ()
 
     @property
     def compiler(self) -> str:
@@ -111,6 +113,7 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
     root_key = rootfs.recipe_key(definition)
     waiting = lambda what: lambda: progress.say(  # noqa: E731
         "image", f"waiting for another process {what}")
+    built: list[str] = []
     with contextlib.ExitStack() as held:
         held.enter_context(cache.lease("roots", root_key,
                                        waiting("cleaning the build root")))
@@ -119,6 +122,7 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
 
         def build_root(tmp: Path) -> None:
             log = cache.kind_dir("logs") / f"{root_key}-{int(time.time())}.log"
+            built.append("root")
             rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress)
 
         root = BuildRoot(cache.get_or_build(
@@ -130,6 +134,7 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
 
         def build_image(tmp: Path) -> None:
             progress.say("image", f"assembling the {flavour.value} image of {definition.name}")
+            built.append("image")
             _build_image(root, definition, flavour, tmp,
                          cache.kind_dir("logs") / f"{image_key}.log")
 
@@ -138,7 +143,7 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
             waiting(f"building the {definition.name} {flavour.value} image"),
             IMAGE_BYTES[flavour])
         _check(path, "image", definition, cache)
-        yield GuestImage(definition, flavour, path, root)
+        yield GuestImage(definition, flavour, path, root, tuple(built))
 
 
 def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,

@@ -8,6 +8,7 @@ through harness.reaper, which takes their whole group down.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -15,11 +16,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+# What stops the harness (the CLI turns each into an orderly unwinding).
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold the stop signals until the block ends, then deliver them: some
+    objects (qemu.qmp's monitor and its asyncio loop) are left half-built,
+    with a task pending that fails later, when an exception lands inside
+    them. The Python handlers are swapped, not the thread's signal mask:
+    the kernel may deliver a signal to any thread (the console reader's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield   # handlers can only be changed, and only run, in the main thread
+        return
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _frame: held.append(signum))
+           for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def set_parent_death_signal(sig: int) -> None:

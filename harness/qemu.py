@@ -20,7 +20,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .console import Console
 from .errors import BootError, HostError, InfraError
-from .procs import die_with_parent, kill_group
+from .procs import die_with_parent, kill_group, stop_signals_held
 
 QEMU_BINARY = "qemu-system-x86_64"
 QMP_CONNECT_S = 15.0    # from launch to QEMU's monitor answering
@@ -209,13 +209,14 @@ class Machine:
                                 hint="read the QEMU message above; qemu.cmdline in the "
                                      "results directory has the full command")
             if self.qmp_socket.exists():
-                qmp = QEMUMonitorProtocol(str(self.qmp_socket))
-                try:
-                    qmp.connect()
-                    self._qmp = qmp
-                    return
-                except OSError:
-                    qmp.close()
+                with stop_signals_held():
+                    qmp = QEMUMonitorProtocol(str(self.qmp_socket))
+                    try:
+                        qmp.connect()
+                        self._qmp = qmp
+                        return
+                    except OSError:
+                        qmp.close()
             if time.monotonic() > deadline:
                 raise InfraError(f"QEMU's monitor did not answer within {timeout:.0f}s")
             time.sleep(0.05)
@@ -227,7 +228,8 @@ class Machine:
         """A human-monitor command through QMP (used where QMP has no equivalent)."""
         if self._qmp is None or self.state is not State.RUNNING:
             raise InfraError(f"machine {self.spec.name} is not running")
-        reply = self._qmp.cmd("human-monitor-command", **{"command-line": command})
+        with stop_signals_held():   # the monitor's loop must not be left mid-command
+            reply = self._qmp.cmd("human-monitor-command", **{"command-line": command})
         # qemu.qmp's legacy cmd() returned the whole reply before 0.0.3, the value since.
         return reply.get("return", "") if isinstance(reply, dict) else str(reply)
 

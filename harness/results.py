@@ -17,14 +17,19 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
         "dir" (this guest's files, relative to the run directory),
         "kernel_reports": [{"kind", "fatal", "first_line", "at_s", "text"}]
             (oops, BUG, WARNING, KASAN, panic... seen on the console),
+        "image_start": "warm" (the cached image) | "cold" (built first),
         "timings": {"image_s", "boot_to_ssh_s", "build_s", "load_s",
-                    "workloads_s", "shutdown_s", "total_s"},
+                    "workloads_s", "shutdown_s", "total_s",
+                    "kernel_to_init_s" (the kernel's own start-to-/init from the
+                        console's timestamps: the loop's floor; 0 unseen),
+                    "harness_cpu_s" (the harness's own process: not QEMU, not gcc)},
         "drivers": [{
             "name", "loaded", "taint", "taint_flags", "error",
             "error_kind" ("", "driver": insmod/rmmod refused or no device node,
                           "kernel-crash", "hang"),
             "workloads": [{"name", "status": "pass" | "fail" | "error" | "kernel-crash",
-                           "metrics": {...}, "message", "seconds"}]}]}]}
+                           "metrics": {...}, "message", "seconds"}]}]}],
+     "bench": {...} (`mmap-harness bench` only: see harness/bench.py and the README)}
 """
 
 from __future__ import annotations
@@ -82,6 +87,11 @@ class Timings:
     workloads_s: float = 0.0
     shutdown_s: float = 0.0
     total_s: float = 0.0
+    # The loop's floor: the kernel's own start-to-/init, from the console's
+    # timestamps of the same boot (0: not seen).
+    kernel_to_init_s: float = 0.0
+    # CPU the harness's own Python process used (not QEMU, not compilers).
+    harness_cpu_s: float = 0.0
 
 
 @dataclass
@@ -99,6 +109,8 @@ class GuestResult:
     error: str = ""
     error_kind: str = ""
     boot_attempts: int = 0
+    # "warm": the cached image was used; "cold": it (or its build root) was built first.
+    image_start: str = ""
     timings: Timings = field(default_factory=Timings)
     drivers: list[DriverResult] = field(default_factory=list)
     kernel_reports: list[dict] = field(default_factory=list)
@@ -122,12 +134,16 @@ class RunResult:
     status: str = FAIL
     fuzz: dict = field(default_factory=dict)
     guests: list[GuestResult] = field(default_factory=list)
+    bench: dict | None = None   # `mmap-harness bench` only (harness/bench.py)
 
     def settle(self) -> None:
         self.status = PASS if self.guests and all(g.status == PASS for g in self.guests) else FAIL
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, **asdict(self)}
+        data = {"schema": SCHEMA, **asdict(self)}
+        if data["bench"] is None:
+            del data["bench"]
+        return data
 
 
 def report_dict(report) -> dict:

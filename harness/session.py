@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import secrets
 import sys
 import tempfile
@@ -91,6 +92,7 @@ class RunOptions:
     fuzz_seed: int = 0          # the fuzz workload's seed, recorded for replay
     fuzz_ops: int = 10000
     timeouts: Timeouts = field(default_factory=Timeouts)
+    workload_env: tuple[tuple[str, str], ...] = ()   # more environment for every workload
     # `run --shard`: per guest name, the drivers that guest runs (None: `drivers` everywhere).
     guest_drivers: dict[str, list[DriverPlan]] | None = None
 
@@ -155,7 +157,7 @@ class GuestRun:
         self.progress.say(stage, f"{self.definition.name}: {message}")
 
     def run(self) -> None:
-        g, start = self.result, time.monotonic()
+        g, start, cpu = self.result, time.monotonic(), _own_cpu_s()
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             with ExitStack() as held:  # the image's leases, for the whole run
@@ -171,6 +173,7 @@ class GuestRun:
             self.say("error", str(e))
         finally:
             g.timings.total_s = round(time.monotonic() - start, 3)
+            g.timings.harness_cpu_s = round(_own_cpu_s() - cpu, 3)
             g.settle()
 
     def _image(self, held: ExitStack) -> Any:
@@ -180,6 +183,7 @@ class GuestRun:
         cache = Cache(self.opts.cache_dir)
         image = held.enter_context(self.family.use_image(self.definition, self.opts.flavour,
                                                          cache, self.progress))
+        self.result.image_start = "cold" if getattr(image, "built", ()) else "warm"
         self.result.compiler = image.compiler
         self.result.kernel_compiler = image.kernel_compiler
         self.result.timings.image_s = round(time.monotonic() - start, 3)
@@ -235,6 +239,7 @@ class GuestRun:
                         raise
                     up.set(ssh)
                     g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
+                    g.timings.kernel_to_init_s = self.family.init_reached_s(guest.console_text())
                     g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
                                                check=True).stdout.strip()
                     self.say("ssh", f"up after {guest.boot_to_ssh_s:.1f}s, "
@@ -257,7 +262,8 @@ class GuestRun:
 
     def _exercise(self, guest: Guest, ssh: GuestSSH, art: Artifacts) -> None:
         art.install(ssh, workloads.REMOTE_DIR)
-        env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)))
+        env = (("MH_FUZZ_SEED", str(self.opts.fuzz_seed)), ("MH_FUZZ_OPS", str(self.opts.fuzz_ops)),
+               *self.opts.workload_env)
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.drivers:
             run = DriverRun(self.family, guest, ssh, plan, art.modules[plan.key], self.dir,
@@ -294,6 +300,12 @@ class SSHReady:
                 raise Interrupted("the run stopped before the guest's SSH was up")
         assert self._ssh is not None
         return self._ssh
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this Python process, all threads; not QEMU, not compilers."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _now() -> str:

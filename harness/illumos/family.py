@@ -222,5 +222,8 @@ class IllumosFamily:
     def taint_flags(self, taint: int) -> list[str]:
         return []
 
+    def init_reached_s(self, console: str) -> float:
+        return 0.0   # illumos prints no timestamps on its console
+
 
 ILLUMOS = IllumosFamily()

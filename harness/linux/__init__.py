@@ -9,6 +9,7 @@ SSH is.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 
 RMMOD_S = 30.0   # base seconds for the rmmod that must be refused
+RUN_INIT = re.compile(r"^\[\s*(\d+\.\d+)\] Run \S+ as init process", re.M)
 
 
 class LinuxOps:
@@ -126,6 +128,11 @@ class LinuxFamily:
 
     def taint_flags(self, taint: int) -> list[str]:
         return results.taint_flags(taint)
+
+    def init_reached_s(self, console: str) -> float:
+        """printk's timestamp of "Run /init as init process" (or /sbin/init)."""
+        m = RUN_INIT.search(console)
+        return float(m.group(1)) if m else 0.0
 
 
 LINUX = LinuxFamily()
