@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what mmap-harness needs on a Debian or Ubuntu host, idempotently:
 # QEMU, debootstrap and friends from apt (and git, gcc, binutils and perl for
-# `illumos check`), then the harness into .venv, and, where npm is there, the two
-# checkers of the CI files (tests/test_ci_files.py) into .venv/node.
+# `illumos check`, chromium for the report's browser test), then the harness into
+# .venv, and, where npm is there, the two checkers of the CI files
+# (tests/test_ci_files.py) into .venv/node.
 # Used by both README commands and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils debootstrap debian-archive-keyring gpgv
               e2fsprogs util-linux python3-venv
               git gcc binutils perl     # illumos check: reads the gate, compiles, ld -r, nm, cstyle
               rsync                     # gitlab-ci-local copies the checkout with it (tests/test_ci_files.py)
-              openssh-client)           # `mmap-harness shell` and `exec` log in with it
+              openssh-client            # `mmap-harness shell` and `exec` log in with it
+              chromium)                 # renders report.html headless (tests/test_report.py)
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo)
