@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import (bench, drivers, guests, images, interactive, kcidb, live, plan, results,
-               session)
+from . import (bench, drivers, guests, history, images, interactive, kcidb, live, plan,
+               report, results, session)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
@@ -188,6 +188,14 @@ def _parser() -> argparse.ArgumentParser:
                           "results/latest")
     exp.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                      help="write here instead of standard output")
+
+    rep = sub.add_parser("report", help="write the bench history as one HTML page: each "
+                                        "figure over time with its changes, and the latest "
+                                        "figures against their baselines")
+    rep.add_argument("--results", type=Path, default=Path("results"), metavar="DIR",
+                     help=f"the results root holding {history.DB_NAME} (default: results)")
+    rep.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                     help="where the page goes (default: DIR/report.html)")
     return p
 
 
@@ -229,6 +237,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError(f"cannot write {args.output}: {e.strerror}",
                               hint="choose a writable -o FILE") from None
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    out = args.output or args.results / "report.html"
+    print(f"report: {report.write_html(args.results / history.DB_NAME, out)}")
     return 0
 
 
@@ -435,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_illumos(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command in ("shell", "exec"):
             return _cmd_guest(args, progress)
         return _cmd_images(args, progress)

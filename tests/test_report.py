@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,6 +100,28 @@ def test_one_bad_latest_run_is_shown_unconfirmed(tmp_path: Path):
                        [Figure(BANDWIDTH, v, "MiB/s", "higher", {})])
     row = _rows(report.write_html(path, tmp_path / "r.html").read_text())
     assert "-30.0 % (worse) in this run only" in row[f"debian-bookworm {BANDWIDTH}"]
+
+
+def harness(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_the_report_beside_the_history(db: Path):
+    r = harness("report", "--results", str(db.parent))
+    assert r.returncode == 0, r.stderr
+    assert (db.parent / "report.html").is_file()
+    assert str(db.parent / "report.html") in r.stdout
+
+
+@pytest.mark.parametrize("history_file", [None, b""])
+def test_cli_without_history_says_to_run_bench(tmp_path: Path, history_file: bytes | None):
+    if history_file is not None:
+        (tmp_path / history.DB_NAME).write_bytes(history_file)
+    r = harness("report", "--results", str(tmp_path), "-o", str(tmp_path / "x.html"))
+    assert r.returncode == 2, r.stderr
+    assert "no bench history" in r.stderr and "run `mmap-harness bench` first" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.html").exists()
 
 
 # Chromium: run as root it needs --no-sandbox; its own profile per test.
