@@ -14,6 +14,9 @@ the console timestamps of the same boot.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from . import history
 from .drivers import WORKLOADS_DIR, DriverSpec
 from .errors import ConfigError
 from .plan import DriverPlan, Workload
@@ -100,6 +103,47 @@ def summarize(result: RunResult, repeat: int) -> dict:
             "device_vs_anon_bandwidth": head.get("device_vs_anon_bandwidth"),
             "boot_to_ssh_vs_kernel_to_init": head.get("boot_to_ssh_vs_kernel_to_init"),
             "guests": guests}
+
+
+# The loop's figures kept in the history beside the workloads' (name, unit, better).
+LOOP_HISTORY = (("boot_to_ssh_s", "s", "lower"), ("total_s", "s", "lower"),
+                ("harness_cpu_share", "ratio", "lower"))
+HEADLINES = (("device_vs_anon_bandwidth", "higher"), ("boot_to_ssh_vs_kernel_to_init", "lower"))
+
+
+def context(g: dict, host: str) -> history.Context:
+    """What must be the same for two runs' figures to be compared."""
+    return history.Context(g["name"], g["flavour"], g["kernel"], g["cpu_model"], g["accel"],
+                           host, history.harness_version())
+
+
+def history_figures(g: dict) -> list[history.Figure]:
+    """A guest's figures as the history keeps them: `<driver>/<metric>`,
+    the headline ratios, and `loop/<stage>`."""
+    found = [history.Figure(f"{f['driver']}/{f['metric']}", f["value"], f["unit"],
+                            f["better"], f["spread"]) for f in g["figures"]]
+    found += [history.Figure(name, g[name], "ratio", better, {})
+              for name, better in HEADLINES if g[name] is not None]
+    found += [history.Figure(f"loop/{name}", g["loop"][name], unit, better, {})
+              for name, unit, better in LOOP_HISTORY if g["loop"][name] is not None]
+    return found
+
+
+def record(results_root: Path, result: RunResult) -> list[history.Change]:
+    """Append the run's figures to the history in `results_root`; the
+    regressions still in effect (the latest change of a metric is for the
+    worse), each named with its size and the run where it started."""
+    assert result.bench is not None
+    db = results_root / history.DB_NAME
+    current = []
+    for g in result.bench["guests"]:
+        ctx = context(g, result.host.get("hostname", ""))
+        history.record(db, result.run_id, result.started, ctx, history_figures(g))
+        for metric in history.metrics(db, ctx):
+            found = history.changes(db, ctx, metric)
+            if found and found[-1].regression:
+                current.append(found[-1])
+    return current
 
 
 def table(bench: dict) -> str:

@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                          "the median and the spread are reported)")
     bn.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto")
     bn.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
+    bn.add_argument("--fail-on-regression", action="store_true",
+                    help="exit 1 when a figure's latest change in the history is for the "
+                         "worse (the history is DIR/history.sqlite)")
 
     pl = sub.add_parser("plan", help="print the cases a run would run, one per line: "
                                      "GUEST DRIVER WORKLOAD")
@@ -355,9 +358,18 @@ def _cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     result.bench = bench.summarize(result, args.repeat)
     results.write_json(result, run_dir / "results.json")
     print(bench.table(result.bench))
-    print(f"run {result.run_id}: {result.status.upper()}")
-    print(f"results: {run_dir / 'results.json'}")
-    return 0 if result.status == PASS else EXIT_FAIL
+    regressed = bench.record(args.results, result)
+    for c in regressed:
+        print(f"regression: {c.metric} {c.size_pct:+.1f}% ({c.before:.4g} -> {c.after:.4g}) "
+              f"since run {c.run_id}")
+    page = report.write_html(args.results / history.DB_NAME, run_dir / "report.html",
+                             run_id=result.run_id)
+    print(f"run {result.run_id}: {result.status.upper()}; "
+          f"{len(regressed) or 'no'} regression(s) in the history")
+    print(f"results: {run_dir / 'results.json'}\nreport: {page}")
+    if result.status != PASS or (regressed and args.fail_on_regression):
+        return EXIT_FAIL
+    return 0
 
 
 def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:

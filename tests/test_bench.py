@@ -86,3 +86,72 @@ def test_bench_run_on_a_real_guest(tmp_path: Path):
     cmdline = (tmp_path / "latest" / data["guests"][0]["dir"] / "qemu.cmdline").read_text()
     assert "mmap_harness" in cmdline or "console=" in cmdline
     assert "panic_on_warn" not in cmdline and "slub_debug" not in cmdline
+
+
+def bench_run(run_id: str, started: str, device: float) -> RunResult:
+    """A made-up bench run of one guest whose remap writes at `device` MiB/s."""
+    g = made_up_guest()
+    metrics = g.drivers[0].workloads[0].metrics
+    metrics["device_write_mib_s"] = device
+    metrics["device_write_mib_s_spread"] = [device] * 4
+    run = RunResult(run_id, started, {"hostname": "ci-1"}, guests=[g])
+    run.bench = bench.summarize(run, 5)
+    return run
+
+
+def test_a_lasting_slowdown_is_a_regression_named_with_its_run(tmp_path: Path):
+    import random
+    rng = random.Random(7)
+    found = []
+    for i in range(20):
+        level = 1000.0 if i < 15 else 800.0      # 20 % slower from run 15 on
+        run = bench_run(f"run{i:02d}", f"2026-11-{i + 1:02d}T03:00:00+00:00",
+                        level * rng.gauss(1, 0.03))
+        found = bench.record(tmp_path, run)
+    names = {c.metric: c for c in found}
+    assert set(names) == {"mmap_remap/device_write_mib_s", "device_vs_anon_bandwidth"}
+    c = names["mmap_remap/device_write_mib_s"]
+    assert c.run_id == "run15" and -25 < c.size_pct < -15 and c.regression
+    # A machine of another kind is another history: nothing to compare with yet.
+    other = bench_run("other", "2026-11-22T03:00:00+00:00", 500.0)
+    other.host["hostname"] = "ci-2"
+    assert bench.record(tmp_path, other) == []
+
+
+def test_noise_alone_is_no_regression(tmp_path: Path):
+    import random
+    rng = random.Random(11)
+    for i in range(25):
+        found = bench.record(tmp_path, bench_run(f"run{i:02d}",
+                                                 f"2026-10-{i + 1:02d}T03:00:00+00:00",
+                                                 1000 * rng.gauss(1, 0.04)))
+    assert found == []
+
+
+@pytest.mark.integration
+def test_fail_on_regression_makes_a_lasting_slowdown_the_exit_status(tmp_path: Path):
+    """A real bench run, after a history in which this guest's mapping was
+    30 % faster for 15 nights and as now for 2: the drop is named and fails."""
+    from harness import history
+
+    def bench_cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--repeat", "5",
+                               "--driver", "mmap_remap", "--results", str(tmp_path), *extra],
+                              capture_output=True, text=True, timeout=900)
+    r = bench_cli()
+    assert r.returncode == 0 and "no regression(s)" in r.stdout, r.stdout + r.stderr
+    data = json.loads((tmp_path / "latest" / "results.json").read_text())
+    (g,) = data["bench"]["guests"]
+    now = g["device_vs_anon_bandwidth"]
+    ctx = bench.context(g, data["host"]["hostname"])
+    for night in range(17):
+        value = now * (1.3 if night < 15 else 1.0)
+        history.record(tmp_path / history.DB_NAME, f"night{night:02d}",
+                       f"2026-10-{night + 1:02d}T03:00:00+00:00", ctx,
+                       [history.Figure("device_vs_anon_bandwidth", value, "ratio", "higher",
+                                       {})])
+    r = bench_cli("--fail-on-regression")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "regression: device_vs_anon_bandwidth -2" in r.stdout and "since run night15" \
+        in r.stdout, r.stdout
+    assert (tmp_path / "latest" / "report.html").stat().st_size > 10_000
