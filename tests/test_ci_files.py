@@ -58,7 +58,8 @@ def test_github_workflow_has_the_jobs() -> None:
     for needle in ("guest: [debian-bookworm, debian-trixie]", "--shard ${{ matrix.shard }}/2",
                    "hashFiles('guest_images/**', 'harness/rootfs.py', 'harness/images.py', "
                    "'harness/initramfs.py')", "actions/upload-artifact@v4", "/dev/kvm",
-                   "cron:", "run --no-debug-boot --driver mmap_remap", "--junitxml="):
+                   "cron:", "bench --guest debian-bookworm --guest debian-trixie",
+                   "--fail-on-regression", "path: results/history.sqlite", "--junitxml="):
         assert needle in text, needle
 
 
@@ -126,7 +127,8 @@ def test_gitlab_broken_job_fails(tmp_path: Path) -> None:
 def test_gitlab_file_has_the_jobs() -> None:
     text = GITLAB.read_text()
     for needle in ("parallel:", "GUEST: [debian-bookworm, debian-trixie]", '--shard "$SHARD/2"',
-                   "junit:", "run --no-debug-boot --driver mmap_remap", '"schedule"', "/dev/kvm"):
+                   "junit:", "bench --guest debian-bookworm --guest debian-trixie --fail-on-regression",
+                   "paths: [results/history.sqlite]", '"schedule"', "/dev/kvm"):
         assert needle in text, needle
 
 
