@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from . import (bench, drivers, guests, history, images, interactive, kcidb, live, plan,
-               report, results, session)
+from . import (artifacts, bench, drivers, guests, history, images, interactive, kcidb, live,
+               plan, report, results, session)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
@@ -128,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     common(build)
     isub.add_parser("list", help="list cached images").add_argument(
         "--cache-dir", type=Path, default=None)
-    clean = isub.add_parser("clean", help="delete cached images")
+    clean = isub.add_parser("clean", help="delete cached images, build roots and the "
+                                          "modules and workloads built in them")
     clean.add_argument("--guest", action="append", metavar="NAME")
     clean.add_argument("--stale", action="store_true",
                        help="keep what the current definitions and recipes use")
@@ -377,12 +378,17 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
     if args.action == "list":
         for row in images.list_images(cache):
             print(f"{row['kind']:<7} {row['name']:<48} {row['size_mib']:>6} MiB  {row['path']}")
+        count, size = artifacts.usage(cache)
+        print(f"{'built':<7} {f'{count} modules and workloads':<48} {size // 2**20:>6} MiB  "
+              f"{cache.root / artifacts.KIND}")
         return 0
     if args.action == "clean":
         keep = frozenset(images.current_keys(list(guests.all_definitions().values()), cache)
                          if args.stale else ())
         for name in args.guest or [None]:
             done = images.clean(cache, name, keep)
+            more = artifacts.clean(cache, name, keep)
+            done = images.Cleaned(done.removed + more.removed, done.in_use + more.in_use)
             for path in done.removed:
                 print(f"removed {path}")
             for path in done.in_use:

@@ -49,6 +49,12 @@ class Artifacts:
     workloads: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     in_guest: bool = False      # already in the guest's REMOTE_DIR (built there)
+    reused: int = 0             # of them, copied from the artifact cache, not compiled
+
+    @property
+    def built(self) -> int:
+        """How many were compiled by this build stage."""
+        return len(self.modules) + len(self.workloads) - self.reused
 
     def install(self, ssh: GuestSSH, remote: str) -> None:
         """Upload what was built on the host into the guest's `remote` dir."""
@@ -70,12 +76,14 @@ class BuildJob:
     cancel: threading.Event
     timeout: float                      # per build job, already scaled
     say: Callable[[str, str], None]
+    cache: Cache                        # where built artifacts are kept (harness.artifacts)
 
     def done(self, art: Artifacts, start: float, how: str) -> Artifacts:
         """Time `art` from `start` and say what was built, and `how`."""
         art.seconds = time.monotonic() - start
+        reused = f" ({art.reused} reused from the cache)" if art.reused else ""
         self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
-                 f"in {art.seconds:.1f}s {how}")
+                 f"in {art.seconds:.1f}s{reused} {how}")
         return art
 
 

@@ -282,7 +282,8 @@ class LiveGuest:
             out = self.dir / "build" / hashlib.sha256(key.encode()).hexdigest()[:12]
             job = BuildJob(self.image, plans, sources, out, threading.Event(),
                            self.options.timeouts.build,
-                           lambda stage, text: self.say(stage, f"{self.definition.name}: {text}"))
+                           lambda stage, text: self.say(stage, f"{self.definition.name}: {text}"),
+                           Cache(self.options.cache_dir))
             ssh = self.ssh
             if ssh is None:
                 raise GuestDied(self.dead_reason() or "the guest is not running")

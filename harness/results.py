@@ -23,6 +23,8 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
                     "kernel_to_init_s" (the kernel's own start-to-/init from the
                         console's timestamps: the loop's floor; 0 unseen),
                     "harness_cpu_s" (the harness's own process: not QEMU, not gcc)},
+        "build": {"built", "reused"} (modules and workloads compiled by this run,
+            and copied from the artifact cache instead: harness/artifacts.py),
         "drivers": [{
             "name", "loaded", "taint", "taint_flags", "error",
             "error_kind" ("", "driver": insmod/rmmod refused or no device node,
@@ -95,6 +97,14 @@ class Timings:
 
 
 @dataclass
+class BuildCounts:
+    """The build stage's jobs: compiled now, or copied from the artifact cache."""
+
+    built: int = 0
+    reused: int = 0
+
+
+@dataclass
 class GuestResult:
     name: str
     flavour: str
@@ -112,6 +122,7 @@ class GuestResult:
     # "warm": the cached image was used; "cold": it (or its build root) was built first.
     image_start: str = ""
     timings: Timings = field(default_factory=Timings)
+    build: BuildCounts = field(default_factory=BuildCounts)
     drivers: list[DriverResult] = field(default_factory=list)
     kernel_reports: list[dict] = field(default_factory=list)
 
@@ -251,8 +262,10 @@ def table(run: RunResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     for g in run.guests:
         t = g.timings
+        reused = f" ({g.build.reused} reused)" if g.build.reused else ""
         lines.append(f"{g.name}/{g.flavour}: image {t.image_s:.1f}s, boot-to-SSH "
-                     f"{t.boot_to_ssh_s:.1f}s, build {t.build_s:.1f}s, load {t.load_s:.1f}s, "
+                     f"{t.boot_to_ssh_s:.1f}s, build {t.build_s:.1f}s{reused}, "
+                     f"load {t.load_s:.1f}s, "
                      f"workloads {t.workloads_s:.1f}s, shutdown {t.shutdown_s:.1f}s, "
                      f"whole loop {t.total_s:.1f}s ({g.accel}, cpu {g.cpu_model})")
     lines.append(f"run {run.run_id}: {run.status.upper()}")

@@ -40,7 +40,7 @@ from .guests import Flavour, GuestDefinition
 from .plan import DriverPlan
 from .progress import Progress
 from .qemu import qemu_version
-from .results import GuestResult, RunResult, report_dict
+from .results import BuildCounts, GuestResult, RunResult, report_dict
 from .ssh import GuestSSH
 
 # A guest that hangs silently while booting gets one more boot (see _boot_with_one_retry).
@@ -224,7 +224,8 @@ class GuestRun:
             try:
                 with guest:
                     job = BuildJob(image, self.drivers, sources, self.dir / "build",
-                                   cancel, self.timeouts.build, self.say)
+                                   cancel, self.timeouts.build, self.say,
+                                   Cache(self.opts.cache_dir))
                     up = SSHReady(cancel)
                     built = pool.submit(self.family.build, job, up.wait)
 
@@ -247,6 +248,7 @@ class GuestRun:
                     try:
                         artifacts = built.result()
                         g.timings.build_s = round(artifacts.seconds, 3)
+                        g.build = BuildCounts(artifacts.built, artifacts.reused)
                         self._exercise(guest, ssh, artifacts)
                     except GuestDied as e:  # a finding, not a harness error: the rows say it
                         self.say("crash", f"guest stopped: {e}")

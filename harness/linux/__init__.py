@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import accel, images, results
+from .. import accel, artifacts, images, results
 from .. import checks as verdicts
 from ..cache import Cache
 from ..drivers import DriverSpec
@@ -109,7 +109,8 @@ class LinuxFamily:
         logs = job.out / "logs"
         includes = workload_includes(job.plans)
         root = job.image.root  # type: ignore[attr-defined]
-        with Builder(root, job.cancel, job.timeout) as b:
+        store = artifacts.Store(job.cache, lambda text: job.say("build", text))
+        with Builder(root, job.cancel, job.timeout, store) as b:
             for p in (p for p in job.plans if p.has_module):
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (
@@ -118,7 +119,8 @@ class LinuxFamily:
             for w in workloads_to_build(job.plans):
                 art.workloads[w.name] = b.workload(w.source, job.out, logs / f"{w.name}.log",
                                                    w.m32, includes)
-        return job.done(art, start, f"with {root.manifest['compiler']}")
+            art.reused = b.reused
+        return job.done(art, start, f"with {b.identity.compiler}")
 
     def ops(self, ssh: GuestSSH) -> LinuxOps:
         return LinuxOps(ssh)

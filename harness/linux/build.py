@@ -9,6 +9,11 @@ else is discarded, and the cached root stays exactly as it was published.
 Sources are copied into a host scratch directory (the user's tree is never
 written); each job sees its copy at /build/<name>, where `make` runs with
 PWD set, as it runs on the author's machine. Products are copied out at once.
+
+Every job goes through the artifact cache (harness.artifacts): its key is
+made from the copies it would compile (so exactly what the compiler would
+see), its command and the root's identity; a job whose key is cached is not
+run, its product is copied from the cache and its log says so.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import posixpath
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .. import sandbox
-from ..errors import BuildError
+from .. import artifacts, sandbox
+from ..errors import BuildError, Interrupted
 from ..plan import ExternalDriver
 from ..rootfs import BuildRoot
 
@@ -34,18 +41,36 @@ STALE_PRODUCTS = ("*.ko", "*.o", "*.mod", "*.mod.c", ".*.cmd", "modules.order",
                   "Module.symvers")
 
 
+@dataclass(frozen=True)
+class Compile:
+    """One sandboxed job and its one product."""
+
+    what: str                       # for people: "workload pattern"
+    label: str                      # in its cache entry's name: "workload-pattern"
+    argv: list[str]
+    cwd: str                        # inside the sandbox
+    binds: list[sandbox.Bind]       # writable ones: the job's own copies, written by it
+    product: Callable[[], Path]     # the product in the job's directory, once built
+    mode: int = 0o644               # of the product's copy in the run's build directory
+    hint: str = ""
+
+
 class Builder:
-    """`with Builder(root, cancel, timeout) as b:` builds against `root`; its
-    scratch goes at exit."""
+    """`with Builder(root, cancel, timeout, store) as b:` builds against
+    `root`, through the artifact cache `store`; its scratch goes at exit."""
 
     def __init__(self, root: BuildRoot, cancel: threading.Event | None,
-                 timeout: float) -> None:
+                 timeout: float, store: artifacts.Store) -> None:
         """`timeout`: seconds per job, already scaled (session.Timeouts.build)."""
         self.root = root
+        self.identity = artifacts.RootIdentity.of(root)
         self.cancel = cancel
         self.timeout = timeout
+        self.store = store
+        self.reused = 0                 # jobs whose product came from the cache
         self.scratch: Path | None = None
         self._includes: dict[Path, sandbox.Bind] = {}   # host dir -> its read-only copy
+        self._digests: dict[str, str] = {}              # a read-only copy -> its tree_digest
 
     def __enter__(self) -> Builder:
         self.scratch = Path(tempfile.mkdtemp(prefix="mmap-harness-build-"))
@@ -58,41 +83,61 @@ class Builder:
 
     @property
     def kdir(self) -> str:
-        return f"/lib/modules/{self.root.kernel_release}/build"
+        return f"/lib/modules/{self.identity.kernel_release}/build"
 
     def _workdir(self, name: str) -> Path:
-        """A new scratch directory the build user may write."""
+        """A new scratch directory, handed to the build user when a job runs."""
         assert self.scratch is not None
         work = self.scratch / name
         work.mkdir()
         return work
 
-    def _run(self, what: str, argv: list[str], cwd: str, binds: list[sandbox.Bind],
-             log: Path, hint: str = "") -> None:
-        job = sandbox.Job(str(self.root.tree), argv, cwd, binds,
-                          kernel_release=self.root.kernel_release)
-        result = sandbox.run(job, self.timeout, self.cancel)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"$ cd {cwd} && {' '.join(argv)}\n{result.stdout}")
-        if result.returncode != 0:
-            raise BuildError(what, result.stdout, str(log), hint)
+    def _make(self, c: Compile, out_dir: Path, log: Path) -> Path:
+        """The product of `c` in `out_dir`: from the cache, or built (and
+        cached) now. `log` gets the compiler's output, or where it came from."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted(f"the build stopped before {c.what}")
+        key = artifacts.make_key(self.identity, c.label, c.what, c.argv, c.cwd,
+                                 {b.inside: self._digest(b) for b in c.binds})
+        got = self.store.fetch(key, lambda: self._compile(c, log), out_dir, c.mode)
+        if got.reused:
+            self.reused += 1
+            _write_log(log, f"reused from the cache, nothing compiled: {got.entry}\n"
+                            f"(key {key.digest})\n"
+                            f"--- the log of the build that made it ---\n{got.log}")
+        return got.product
 
-    def _copy_out(self, built: Path, out_dir: Path, mode: int = 0o644) -> Path:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / built.name
-        shutil.copyfile(built, target)
-        target.chmod(mode)
-        return target
+    def _digest(self, bind: sandbox.Bind) -> str:
+        """A bind's contents; a read-only one is hashed once per Builder."""
+        if bind.writable:
+            return artifacts.tree_digest(Path(bind.host))
+        if bind.host not in self._digests:
+            self._digests[bind.host] = artifacts.tree_digest(Path(bind.host))
+        return self._digests[bind.host]
+
+    def _compile(self, c: Compile, log: Path) -> artifacts.Built:
+        for b in c.binds:
+            if b.writable:
+                sandbox.hand_over(b.host)
+        job = sandbox.Job(str(self.root.tree), c.argv, c.cwd, c.binds,
+                          kernel_release=self.identity.kernel_release)
+        result = sandbox.run(job, self.timeout, self.cancel)
+        text = f"$ cd {c.cwd} && {' '.join(c.argv)}\n{result.stdout}"
+        _write_log(log, text)
+        if result.returncode != 0:
+            raise BuildError(c.what, result.stdout, str(log), c.hint)
+        return artifacts.Built(c.product(), text)
 
     def module(self, src: Path, name: str, out_dir: Path, log: Path) -> Path:
         """Build the Kbuild tree `src` into `<out_dir>/<name>.ko`."""
         work = self._workdir(f"module-{name}")
         shutil.copytree(src, work, dirs_exist_ok=True)
-        sandbox.hand_over(work)
         inside = f"{BUILD_DIR}/{name}"
-        self._run(f"module {name}", ["make", "-C", self.kdir, f"M={inside}", "modules"],
-                  inside, [sandbox.Bind(str(work), inside, writable=True)], log)
-        return self._copy_out(work / f"{name}.ko", out_dir)
+        return self._make(Compile(
+            f"module {name}", f"module-{name}",
+            ["make", "-C", self.kdir, f"M={inside}", "modules"], inside,
+            [sandbox.Bind(str(work), inside, writable=True)],
+            lambda: work / f"{name}.ko"), out_dir, log)
 
     def external_module(self, driver: ExternalDriver, out_dir: Path, log: Path) -> Path:
         """Build someone else's module with its own Makefile (or plain Kbuild).
@@ -107,7 +152,6 @@ class Builder:
         work = self._workdir(f"external-{tree.name}")
         shutil.copytree(tree, work, symlinks=True, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(*STALE_PRODUCTS))
-        sandbox.hand_over(work)
         mount = f"{BUILD_DIR}/{tree.name}"
         inside = posixpath.join(mount, src.relative_to(tree).as_posix())
         here = work / src.relative_to(tree)
@@ -119,14 +163,11 @@ class Builder:
         hint = "" if driver.source_tree else (
             "only its own directory was copied: if its Makefile reaches outside it "
             "(e.g. $(PWD)/../include), give the tree with --source-tree DIR")
-        self._run(f"the module in {src}", argv, inside,
-                  [sandbox.Bind(str(work), mount, writable=True)], log, hint)
-        built = sorted(here.rglob("*.ko"))
-        if len(built) != 1:
-            names = ", ".join(p.name for p in built) or "none"
-            raise BuildError(f"the module in {src}",
-                             f"expected the build to produce one .ko, found: {names}", str(log))
-        return self._copy_out(built[0], out_dir)
+        what = f"the module in {src}"
+        return self._make(Compile(
+            what, f"external-{src.name}", argv, inside,
+            [sandbox.Bind(str(work), mount, writable=True)],
+            lambda: _one_module(here, what, log), hint=hint), out_dir, log)
 
     def _include(self, d: Path) -> sandbox.Bind:
         """A read-only copy of header directory `d`, made once per Builder."""
@@ -151,12 +192,27 @@ class Builder:
         for f in source.parent.iterdir():
             if f.is_file() and (f.suffix in HEADER_SUFFIXES or f == source):
                 shutil.copyfile(f, work / f.name)
-        sandbox.hand_over(work)
         includes = [self._include(d) for d in include_dirs or []]
         inside = f"{BUILD_DIR}/{name}"
         flags = ["-m32"] if m32 else []
-        self._run(f"workload {name}",
-                  ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror",
-                   *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
-                  inside, [sandbox.Bind(str(work), inside, writable=True), *includes], log)
-        return self._copy_out(work / name, out_dir, 0o755)
+        return self._make(Compile(
+            f"workload {name}", f"workload-{name}",
+            ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror",
+             *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
+            inside, [sandbox.Bind(str(work), inside, writable=True), *includes],
+            lambda: work / name, mode=0o755), out_dir, log)
+
+
+def _one_module(here: Path, what: str, log: Path) -> Path:
+    """The one .ko a module build made under `here`."""
+    built = sorted(here.rglob("*.ko"))
+    if len(built) != 1:
+        names = ", ".join(p.name for p in built) or "none"
+        raise BuildError(what, f"expected the build to produce one .ko, found: {names}",
+                         str(log))
+    return built[0]
+
+
+def _write_log(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(text)
