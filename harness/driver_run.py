@@ -72,7 +72,7 @@ class DriverRun:
             d.error = f"{device} did not appear after insmod"
         d.loaded = not d.error
         d.error_kind = DRIVER if d.error else ""
-        self.timings.load_s += round(time.monotonic() - start, 3)
+        self.timings.load_s = round(self.timings.load_s + time.monotonic() - start, 3)
         self.say("load", f"{self.module}: {'loaded' if d.loaded else d.error}")
         return d.loaded
 
@@ -93,7 +93,7 @@ class DriverRun:
             self.step = "harness:rmmod-busy"
             self._record(self.kernel.unload_refused_while_mapped(
                 f"{remote}/{HOLDER}", self.plan.spec.device, self.module))
-        self.timings.workloads_s += round(time.monotonic() - start, 3)
+        self.timings.workloads_s = round(self.timings.workloads_s + time.monotonic() - start, 3)
 
     def _unload(self) -> None:
         d, start = self.result, time.monotonic()
@@ -108,7 +108,7 @@ class DriverRun:
             self._record(self.kernel.unload_report(log, self.module))
         if not d.error:
             self._record(checks.free_memory_settled(self.free_before, self.kernel.free_kib))
-        self.timings.load_s += round(time.monotonic() - start, 3)
+        self.timings.load_s = round(self.timings.load_s + time.monotonic() - start, 3)
 
     def _died(self, reason: str) -> None:
         trace = self.guest.crash_report()
