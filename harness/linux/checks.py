@@ -33,17 +33,25 @@ def free_pages(zoneinfo: str) -> int:
     return buddy + per_cpu
 
 
-def module_counter(ssh: GuestSSH, module: str, name: str) -> int | None:
-    r = ssh.run(["cat", f"/sys/module/{module}/parameters/{name}"], timeout=30)
-    return int(r.stdout) if r.ok and r.stdout.strip().lstrip("-").isdigit() else None
+COUNTERS = ("live_pages", "resident_pages", "maps")
+
+
+def module_counters(ssh: GuestSSH, module: str, names: tuple[str, ...]) -> dict[str, int | None]:
+    """/sys/module/MODULE/parameters/NAME for each name, in one command
+    (a command costs ~60 ms under TCG); None where a counter is missing."""
+    script = 'for f in "$@"; do v=$(cat "$f" 2>/dev/null) || v=-; echo "$v"; done'
+    r = ssh.run(["sh", "-c", script, "counters",
+                 *(f"/sys/module/{module}/parameters/{n}" for n in names)], timeout=30)
+    values = r.stdout.split("\n")[:len(names)] if r.ok else []
+    values += ["-"] * (len(names) - len(values))
+    return {n: int(v) if v.strip().lstrip("-").isdigit() else None
+            for n, v in zip(names, values)}
 
 
 def counters_settled(ssh: GuestSSH, module: str) -> WorkloadResult:
     """The driver's counters from sysfs, once every workload process has exited."""
     start = time.monotonic()
-    found = {name: module_counter(ssh, module, name)
-             for name in ("live_pages", "resident_pages", "maps")}
-    return counters_verdict(found, time.monotonic() - start)
+    return counters_verdict(module_counters(ssh, module, COUNTERS), time.monotonic() - start)
 
 
 # What a kernel prints when something went wrong; issue-level detail is the
