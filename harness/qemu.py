@@ -255,11 +255,13 @@ class Machine:
     def qmp(self, command: str, **arguments: object) -> object:
         """A QMP command's return value; InfraError when QEMU refuses it or is gone."""
         monitor = self._monitor()
-        try:
-            with stop_signals_held():   # the monitor's loop must not be left mid-command
+        # The monitor's loop must not be left mid-command; a stop signal held
+        # meanwhile is raised as the block ends, outside the `except`.
+        with stop_signals_held():
+            try:
                 reply = monitor.cmd(command, **arguments)
-        except Exception as e:  # qemu.qmp's ExecuteError, or a closed connection
-            raise InfraError(f"QEMU's monitor refused `{command}`: {e}") from None
+            except Exception as e:  # qemu.qmp's ExecuteError, or a closed connection
+                raise InfraError(f"QEMU's monitor refused `{command}`: {e}") from None
         # qemu.qmp's legacy cmd() returned the whole reply before 0.0.3, the value since.
         return reply["return"] if isinstance(reply, dict) and "return" in reply else reply
 
