@@ -294,10 +294,10 @@ def resume(ssh: GuestSSH, entry: Path) -> None:
     guest is never used unreseeded."""
     helper = base64.b64encode((entry / HELPER).read_bytes()).decode()
     now = time.time_ns()
+    # One command, as few processes as may be: the helper removes itself.
     r = ssh.run(f"echo {helper} | base64 -d > {HELPER_REMOTE} && chmod 700 {HELPER_REMOTE} "
-                f"&& {HELPER_REMOTE} {now // 10**9}.{now % 10**9:09d} "
-                f"{secrets.token_hex(SEED_BYTES)}; s=$?; rm -f {HELPER_REMOTE}; exit $s",
-                timeout=30)
+                f"&& exec {HELPER_REMOTE} {now // 10**9}.{now % 10**9:09d} "
+                f"{secrets.token_hex(SEED_BYTES)}", timeout=30)
     if not r.ok:
         why = HELPER_FAILURES.get(r.exit_status, f"exit {r.exit_status}: {r.stderr.strip()}")
         raise InfraError(f"the restored guest could not be resumed: {why}")

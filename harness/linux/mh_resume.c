@@ -3,11 +3,11 @@
  *
  * Run first in a guest restored from a snapshot (harness/snapshot.py): every
  * restore of one snapshot wakes with the same clock and the same kernel
- * random state. This sets CLOCK_REALTIME to the host's time, credits the
- * host's random bytes (HEX) to the kernel's input pool (RNDADDENTROPY) and
- * makes the kernel reseed its CRNG from that pool at once (RNDRESEEDCRNG):
- * writing to /dev/urandom alone would only mix the bytes in, to be used at
- * the CRNG's next scheduled reseed.
+ * random state. This removes its own file (it runs once), sets CLOCK_REALTIME
+ * to the host's time, credits the host's random bytes (HEX) to the kernel's
+ * input pool (RNDADDENTROPY) and makes the kernel reseed its CRNG from that
+ * pool at once (RNDRESEEDCRNG): writing to /dev/urandom alone would only mix
+ * the bytes in, to be used at the CRNG's next scheduled reseed.
  *
  * No libc: the guest has none to spare, and the binary travels inside the
  * command that runs it, so it must stay a few kilobytes.
@@ -66,6 +66,7 @@ static int run(int argc, char **argv)
 	const char *hex;
 	int n = 0, fd;
 
+	sys(__NR_unlink, (long)argv[0], 0, 0);
 	if (argc != 3 || parse_time(argv[1], &now))
 		return 2;
 	for (hex = argv[2]; hex[0] && hex[1] && n < MAX_BYTES; hex += 2, n++) {
