@@ -93,19 +93,41 @@ class Cache:
             waiting()
             lock.acquire()
         try:
-            if final.is_dir():  # built by the process we waited for
-                return final
-            self._remove_stale(final)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=final.parent))  # 0700
-            try:
-                build(tmp)
-                os.rename(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            return final
+            return self._publish(final, build)
         finally:
             lock.release()
+
+    def build_unless_busy(self, kind: str, key: str, build: Callable[[Path], None],
+                          needs_bytes: int = 0) -> Path | None:
+        """As get_or_build, for a build that cannot wait: None at once when
+        another process is building the same entry."""
+        final = self.kind_dir(kind) / key
+        if final.is_dir():
+            return final
+        self._check_space(final.parent, needs_bytes)
+        lock = FileLock(str(final.parent / f".{key}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None
+        try:
+            return self._publish(final, build)
+        finally:
+            lock.release()
+
+    def _publish(self, final: Path, build: Callable[[Path], None]) -> Path:
+        """Under the entry's lock: build it in a temporary sibling, rename it into place."""
+        if final.is_dir():  # built by the process we waited for
+            return final
+        self._remove_stale(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))  # 0700
+        try:
+            build(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
 
     def remove(self, entry: Path) -> bool:
         """Delete one entry unless a harness holds its lease (then False).

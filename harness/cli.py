@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import (artifacts, bench, drivers, guests, history, images, interactive, kcidb, live,
-               plan, report, results, session)
+               plan, report, results, session, snapshot)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="device node the --driver-dir module creates: checked after "
                               "insmod and given to each workload")
 
+    def cold_boot_option(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--cold-boot", action="store_true",
+                        help="boot the guest's kernel: never start from the snapshot of "
+                             "its first boot (tiny guests do by default), nor save one")
+
     def shard_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--shard", metavar="I/N",
                         help="only part I of N: each (guest, driver) with all its workloads "
@@ -99,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(default 300, times --timeout-scale)")
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
+    cold_boot_option(run)
 
     bn = sub.add_parser("bench", help="benchmark the drivers' mappings against anonymous "
                                       "memory, time the loop against its floor")
@@ -115,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--fail-on-regression", action="store_true",
                     help="exit 1 when a figure's latest change in the history is for the "
                          "worse (the history is DIR/history.sqlite)")
+    cold_boot_option(bn)
 
     pl = sub.add_parser("plan", help="print the cases a run would run, one per line: "
                                      "GUEST DRIVER WORKLOAD")
@@ -180,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         byo.add_argument("--device", metavar="/dev/NAME")
         sp.add_argument("-q", "--quiet", action="store_true",
                         help="no progress lines on stderr")
+        cold_boot_option(sp)
     sub.choices["exec"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                                      help="the command and its arguments, after --")
 
@@ -334,7 +342,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
-        fuzz_seed=seed, fuzz_ops=args.fuzz_ops,
+        fuzz_seed=seed, fuzz_ops=args.fuzz_ops, cold_boot=args.cold_boot,
         timeouts=session.Timeouts(workload_s=args.workload_timeout, scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))
@@ -353,7 +361,7 @@ def _cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         guests=_guests(args.guest), drivers=plans, flavour=Flavour(args.flavour),
         results_root=args.results, cache_dir=args.cache_dir or default_cache_dir(),
         accel=args.accel, debug_boot=False,   # the debug options change the figures
-        workload_env=(("MH_BENCH_REPEAT", str(args.repeat)),),
+        workload_env=(("MH_BENCH_REPEAT", str(args.repeat)),), cold_boot=args.cold_boot,
         timeouts=session.Timeouts(scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     result.bench = bench.summarize(result, args.repeat)
@@ -387,8 +395,9 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
                          if args.stale else ())
         for name in args.guest or [None]:
             done = images.clean(cache, name, keep)
-            more = artifacts.clean(cache, name, keep)
-            done = images.Cleaned(done.removed + more.removed, done.in_use + more.in_use)
+            more = [artifacts.clean(cache, name, keep), snapshot.clean(cache, name, keep)]
+            done = images.Cleaned(done.removed + [p for m in more for p in m.removed],
+                                  done.in_use + [p for m in more for p in m.in_use])
             for path in done.removed:
                 print(f"removed {path}")
             for path in done.in_use:
@@ -424,7 +433,7 @@ def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
     options = live.LiveOptions(
         args.cache_dir or default_cache_dir(), Flavour(args.flavour), args.accel,
         tuple(([] if args.no_debug_boot else session.DEBUG_KERNEL_ARGS) + args.kernel_arg),
-        session.Timeouts(scale=args.timeout_scale))
+        session.Timeouts(scale=args.timeout_scale), args.cold_boot)
     progress.quiet = args.quiet
     with tempfile.TemporaryDirectory(prefix="mmap-harness-guest-") as tmp, \
             live.LiveGuest(definition, options, Path(tmp), progress) as guest:

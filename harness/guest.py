@@ -3,6 +3,10 @@
     with Guest(image, "tcg", workdir, console_log) as guest:
         ssh = guest.wait_ssh(timeout)     # BootError with the console tail if not
         ssh.run(["uname", "-r"])
+
+Given a cache (`snapshots=`), a guest starts from the snapshot of its own
+first boot when there is a sound one, and its first boot saves one
+(harness/snapshot.py); `start` says which it was, and why.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import BootError, SSHError, SSHTrustError
+from . import snapshot
+from .cache import Cache
+from .errors import BootError, GuestDied, HarnessError, InfraError, Interrupted, SSHError, \
+    SSHTrustError
 from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
@@ -38,7 +45,11 @@ class Guest:
     patterns: ReportTable = LINUX_TABLE
 
     def __init__(self, image: GuestImage, accel: str, workdir: Path, console_log: Path,
-                 kernel_args: list[str] | None = None, timeout_scale: float = 1.0) -> None:
+                 kernel_args: list[str] | None = None, timeout_scale: float = 1.0,
+                 snapshots: Cache | None = None,
+                 say: Callable[[str], None] = lambda _text: None) -> None:
+        """`snapshots`: the cache to restore from and save to (None: always a cold
+        boot); `say` tells a person about a snapshot refused."""
         self.image = image
         self.workdir = workdir
         self.timeout_scale = timeout_scale
@@ -48,6 +59,11 @@ class Guest:
         self.watcher: Watcher | None = None
         self.boot_to_ssh_s = 0.0
         self.shutdown_s = 0.0
+        self.start = snapshot.Start()
+        self._snapshots = snapshots
+        self._say = say
+        self._plan = snapshot.Plan()
+        self._saved_console = ""    # a restored guest's: the boot its snapshot was made in
 
     def _spec(self, accel: str, kernel_args: list[str]) -> MachineSpec:
         return machine_spec(self.image, accel, kernel_args)
@@ -57,10 +73,53 @@ class Guest:
         does not): nothing for a Linux image, whose keys are baked in."""
 
     def __enter__(self) -> Guest:
-        self.machine.start()
+        self._plan = snapshot.plan(self.image, self.machine.spec, self._snapshots, self._say)
+        self.start = snapshot.Start(snapshot.COLD, self._plan.why)
+        if self._plan.restore is None or not self._restore():
+            self.machine.start()
+        self._watch()
+        return self
+
+    def _watch(self) -> None:
+        """The crash watcher reads this boot's console output only: a
+        restored guest's saved part was read when it was printed."""
         assert self.machine.console is not None
         self.watcher = Watcher(self.machine.console, self.patterns)
-        return self
+
+    def _restore(self) -> bool:
+        """Start QEMU from the planned snapshot; False (with QEMU gone and the
+        reason in `start`) when it cannot be, and the caller boots cold."""
+        assert self._plan.restore is not None
+        m = self.machine
+        restoring = Machine(m.spec, m.workdir, m.console_log, m.timeout_scale, incoming=True)
+        saved = snapshot.saved_console(self._plan.restore)
+        m.console_log.parent.mkdir(parents=True, exist_ok=True)
+        m.console_log.write_text(saved)  # QEMU's output is appended after the marker
+        try:
+            restoring.start()
+            snapshot.load_state(restoring, self._plan)
+        except (InfraError, BootError) as e:
+            restoring.stop()
+            self._restore_failed(f"restoring failed: {e.message.splitlines()[0]}")
+            return False
+        except BaseException:  # nobody else will stop it: we are still in __enter__
+            restoring.stop()
+            raise
+        self.machine, self._saved_console = restoring, saved
+        self.start = snapshot.Start(snapshot.RESTORED, self._plan.why)
+        return True
+
+    def _restore_failed(self, why: str) -> None:
+        """Keep the failed restore's console beside the cold boot's, drop the
+        snapshot (the cold boot saves another) and say why."""
+        log = self.machine.console_log
+        if log.exists():
+            log.rename(log.with_name("console.restore.log"))
+        self._plan = snapshot.discard(self._plan)
+        self.start = snapshot.Start(snapshot.COLD, (
+            f"{why}; booted cold{' to save it again' if self._plan.save else ''} "
+            "(console.restore.log keeps the restore)"))
+        self._say(self.start.why)
 
     def dead_reason(self) -> str | None:
         """Why the guest can no longer be used, or None while it is fine."""
@@ -80,9 +139,10 @@ class Guest:
         return report.text if report else ""
 
     def console_text(self) -> str:
-        """Everything the console printed so far."""
+        """Everything the console printed so far (for a restored guest, from
+        the saved boot's first line on, as console.log has it)."""
         console = self.machine.console
-        return console.text() if console is not None else ""
+        return self._saved_console + (console.text() if console is not None else "")
 
     def save_registers(self, path: Path) -> None:
         """vCPU registers through QMP, for a hang report; best effort."""
@@ -102,7 +162,76 @@ class Guest:
         The wait ends early when the kernel crashes, when the console says
         nothing for `silence` seconds (a hang), or when `abandon` returns True
         (the caller no longer needs the guest, e.g. the build failed).
+
+        A restored guest must answer within RESTORED_SSH_S and is resumed
+        (its clock set, its random state renewed) before this returns; if
+        either fails it is replaced by a cold boot. A first boot saves its
+        snapshot on the way, before anything has connected to it.
         """
+        if self.start.how == snapshot.RESTORED:
+            try:
+                return self._resumed(silence, abandon)
+            except (BootError, InfraError, GuestDied) as e:
+                if abandon():
+                    raise
+                self._reboot_cold(f"the restored guest failed: {e.message.splitlines()[0]}")
+        if self._plan.save:
+            started = time.monotonic()
+            self._save_snapshot(timeout, silence, abandon)
+            timeout = max(timeout - (time.monotonic() - started), 1.0)
+        return self._connect(timeout, silence, abandon)
+
+    def _resumed(self, silence: float, abandon: Callable[[], bool]) -> GuestSSH:
+        assert self._plan.restore is not None
+        ssh = self._connect(snapshot.RESTORED_SSH_S * self.timeout_scale, silence, abandon)
+        snapshot.resume(ssh, self._plan.restore)
+        self.boot_to_ssh_s = time.monotonic() - self.machine.started
+        return ssh
+
+    def _reboot_cold(self, why: str) -> None:
+        """Replace a restored guest that failed with a cold boot of the same machine."""
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        self.machine.stop()
+        if self.watcher is not None:
+            self.watcher.close()
+        registers = self.machine.console_log.with_name("registers.txt")
+        if registers.exists():
+            registers.rename(registers.with_name("registers.restore.txt"))
+        self._restore_failed(why)
+        m, self._saved_console = self.machine, ""
+        self.machine = Machine(m.spec, m.workdir, m.console_log, m.timeout_scale)
+        self.machine.start()
+        self._watch()
+
+    def _save_snapshot(self, timeout: float, silence: float,
+                       abandon: Callable[[], bool]) -> None:
+        """Once sshd has started, and before anything has connected to it,
+        save the guest as its snapshot; `start` says how that went. The
+        guest runs on either way."""
+        console, watcher = self.machine.console, self.watcher
+        assert console is not None and watcher is not None
+
+        def keep_waiting() -> bool:
+            return self.dead_reason() is None and watcher.silent_for < silence and not abandon()
+        why = self.start.why
+        if not snapshot.wait_ready(console, timeout, keep_waiting):
+            self.start = snapshot.Start(snapshot.COLD, f"{why}; none saved: the console "
+                                        f"never said {snapshot.READY_LINE!r}")
+            return
+        try:
+            paused = snapshot.save(self.machine, self.image, self._plan, console)
+            why = f"{why}; saved one (the guest stood still {paused:.1f}s)"
+        except Interrupted:
+            raise
+        except HarnessError as e:
+            why = f"{why}; none saved: {e.message.splitlines()[0]}"
+            self._say(why)
+        self.start = snapshot.Start(snapshot.COLD, why)
+
+    def _connect(self, timeout: float, silence: float,
+                 abandon: Callable[[], bool]) -> GuestSSH:
         assert self.watcher is not None and self.machine.console is not None
         self._before_ssh(timeout)   # then SSH has the whole `timeout` once more
         port = self.machine.ssh_port()

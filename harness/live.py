@@ -49,6 +49,7 @@ class LiveOptions:
     # As `run` boots by default: misuse of memory panics instead of passing by luck.
     kernel_args: tuple[str, ...] = tuple(DEBUG_KERNEL_ARGS)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    cold_boot: bool = False     # never start from a snapshot, nor save one
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class LiveGuest:
 
     def _boot(self) -> None:
         """Boot, with one more try when the console falls silent (as `run`)."""
-        t = self.options.timeouts
+        t, name = self.options.timeouts, self.definition.name
         for attempt in range(1, BOOT_ATTEMPTS + 1):
             self.boots += 1
             boot_dir = self.dir / f"boot{self.boots}"
@@ -195,9 +196,11 @@ class LiveGuest:
             self._machine_dir = Path(tempfile.mkdtemp(prefix="mmap-harness-qemu-"))
             self.say("boot", f"{self.definition.name}: {self.options.flavour.value} guest "
                      f"under {self.accel} ({self.accel_reason})")
+            snapshots = None if self.options.cold_boot else Cache(self.options.cache_dir)
             self.guest = self.family.guest(self.image, self.accel, self._machine_dir,
                                            boot_dir / "console.log",
-                                           list(self.options.kernel_args), t.scale)
+                                           list(self.options.kernel_args), t.scale, snapshots,
+                                           lambda text: self.say("boot", f"{name}: {text}"))
             try:
                 self.guest.__enter__()
                 self.ssh = self.guest.wait_ssh(t.boot, t.silence)
@@ -211,7 +214,8 @@ class LiveGuest:
             except BaseException:
                 self._stop()
                 raise
-            self.say("ssh", f"{self.definition.name}: up after {self.guest.boot_to_ssh_s:.1f}s")
+            self.say("ssh", f"{name}: up after {self.guest.boot_to_ssh_s:.1f}s, "
+                     f"{self.guest.start.describe()}")
             return
 
     def reboot(self) -> None:

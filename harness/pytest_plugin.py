@@ -20,7 +20,8 @@ the console tail, the kernel log since the test began and the driver
 sources it loaded.
 
 Options: --mmap-guest NAME, --mmap-flavour tiny|full, --mmap-accel
-auto|tcg|kvm, --mmap-cache-dir DIR, --mmap-timeout-scale X.
+auto|tcg|kvm, --mmap-cache-dir DIR, --mmap-timeout-scale X, --mmap-cold-boot
+(tiny guests start from a snapshot of their first boot otherwise).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="accelerator for booted guests (default: probe)")
     group.addoption("--mmap-timeout-scale", type=float, default=1.0, metavar="X",
                     help="stretch every guest timeout (slow hosts)")
+    group.addoption("--mmap-cold-boot", action="store_true",
+                    help="boot every guest's kernel: never start one from a snapshot")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,7 +90,8 @@ def mmap_options(request: pytest.FixtureRequest, mmap_cache_dir: Path) -> LiveOp
     config = request.config
     return LiveOptions(mmap_cache_dir, Flavour(config.getoption("--mmap-flavour")),
                        config.getoption("--mmap-accel"),
-                       timeouts=Timeouts(scale=config.getoption("--mmap-timeout-scale")))
+                       timeouts=Timeouts(scale=config.getoption("--mmap-timeout-scale")),
+                       cold_boot=config.getoption("--mmap-cold-boot"))
 
 
 class GuestPool:

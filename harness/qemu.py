@@ -96,8 +96,10 @@ def qemu_value(text: str | Path) -> str:
     return str(text).replace(",", ",,")
 
 
-def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY) -> list[str]:
-    """The argv for `spec`; SSH is forwarded from a host port QEMU picks itself."""
+def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY,
+                 incoming: bool = False) -> list[str]:
+    """The argv for `spec`; SSH is forwarded from a host port QEMU picks itself.
+    `incoming`: QEMU waits for a saved state (migrate-incoming) instead of booting."""
     cmd = [
         binary, "-name", spec.name,
         "-machine", spec.machine, "-m", str(spec.memory_mib), "-smp", str(spec.cpus),
@@ -118,6 +120,8 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY)
         cmd += ["-drive", f"file={qemu_value(spec.disk)},format=raw,if=virtio,snapshot=on"]
     for device in spec.extra_devices:
         cmd += ["-device", device]
+    if incoming:
+        cmd += ["-incoming", "defer"]
     return cmd
 
 
@@ -160,8 +164,9 @@ class Machine:
     """One QEMU process with its console reader and QMP connection."""
 
     def __init__(self, spec: MachineSpec, workdir: Path, console_log: Path,
-                 timeout_scale: float = 1.0) -> None:
+                 timeout_scale: float = 1.0, incoming: bool = False) -> None:
         self.spec = spec
+        self.incoming = incoming    # started paused, waiting for a saved state
         self.timeout_scale = timeout_scale
         self.workdir = workdir
         self.console_log = console_log
@@ -185,7 +190,7 @@ class Machine:
         if self.state is not State.NEW:
             raise InfraError(f"machine {self.spec.name} was already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = command_line(self.spec, self.qmp_socket)
+        argv = command_line(self.spec, self.qmp_socket, incoming=self.incoming)
         (self.console_log.parent / "qemu.cmdline").write_text(" ".join(argv) + "\n")
         self.started = time.monotonic()
         self._child = pexpect.spawn(argv[0], argv[1:], encoding=None, echo=False,
@@ -224,14 +229,49 @@ class Machine:
     def alive(self) -> bool:
         return self._child is not None and self._child.isalive()
 
-    def hmp(self, command: str) -> str:
-        """A human-monitor command through QMP (used where QMP has no equivalent)."""
+    def wait_exit(self, timeout: float) -> bool:
+        """Whether QEMU has ended (by itself) within `timeout` seconds, its
+        last words read from the console."""
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.alive():
+            return False
+        deadline = time.monotonic() + 1.0   # the console reader drains what is left
+        while self.console is not None and not self.console.eof and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return True
+
+    def _monitor(self) -> QEMUMonitorProtocol:
         if self._qmp is None or self.state is not State.RUNNING:
             raise InfraError(f"machine {self.spec.name} is not running")
-        with stop_signals_held():   # the monitor's loop must not be left mid-command
-            reply = self._qmp.cmd("human-monitor-command", **{"command-line": command})
+        return self._qmp
+
+    def hmp(self, command: str) -> str:
+        """A human-monitor command through QMP (used where QMP has no equivalent)."""
+        reply = self.qmp("human-monitor-command", **{"command-line": command})
+        return reply if isinstance(reply, str) else ""
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        """A QMP command's return value; InfraError when QEMU refuses it or is gone."""
+        monitor = self._monitor()
+        # The monitor's loop must not be left mid-command; a stop signal held
+        # meanwhile is raised as the block ends, outside the `except`.
+        with stop_signals_held():
+            try:
+                reply = monitor.cmd(command, **arguments)
+            except Exception as e:  # qemu.qmp's ExecuteError, or a closed connection
+                raise InfraError(f"QEMU's monitor refused `{command}`: {e}") from None
         # qemu.qmp's legacy cmd() returned the whole reply before 0.0.3, the value since.
-        return reply.get("return", "") if isinstance(reply, dict) else str(reply)
+        return reply["return"] if isinstance(reply, dict) and "return" in reply else reply
+
+    def pass_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU an open file descriptor (SCM_RIGHTS), known to it as `name`
+        (for a `fd:NAME` migration URI): QEMU never opens our files itself."""
+        monitor = self._monitor()
+        with stop_signals_held():
+            monitor.send_fd_scm(fd)
+        self.qmp("getfd", fdname=name)
 
     def ssh_port(self) -> int:
         """The host port QEMU bound for the guest's port 22."""

@@ -18,6 +18,10 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
         "kernel_reports": [{"kind", "fatal", "first_line", "at_s", "text"}]
             (oops, BUG, WARNING, KASAN, panic... seen on the console),
         "image_start": "warm" (the cached image) | "cold" (built first),
+        "start": "restored" (from the snapshot of the image's first boot, see
+            harness/snapshot.py) | "cold" (the kernel booted),
+        "start_reason" (which snapshot; or why none was used, and whether this
+            boot saved one: "--cold-boot", the full flavour, damaged, failed...),
         "timings": {"image_s", "boot_to_ssh_s", "build_s", "load_s",
                     "workloads_s", "shutdown_s", "total_s",
                     "kernel_to_init_s" (the kernel's own start-to-/init from the
@@ -121,6 +125,10 @@ class GuestResult:
     boot_attempts: int = 0
     # "warm": the cached image was used; "cold": it (or its build root) was built first.
     image_start: str = ""
+    # "restored": started from the snapshot of its image's first boot; "cold": the
+    # kernel booted. `start_reason` says which snapshot, or why none was used.
+    start: str = ""
+    start_reason: str = ""
     timings: Timings = field(default_factory=Timings)
     build: BuildCounts = field(default_factory=BuildCounts)
     drivers: list[DriverResult] = field(default_factory=list)
@@ -264,7 +272,7 @@ def table(run: RunResult) -> str:
         t = g.timings
         reused = f" ({g.build.reused} reused)" if g.build.reused else ""
         lines.append(f"{g.name}/{g.flavour}: image {t.image_s:.1f}s, boot-to-SSH "
-                     f"{t.boot_to_ssh_s:.1f}s, build {t.build_s:.1f}s{reused}, "
+                     f"{t.boot_to_ssh_s:.1f}s ({g.start or 'no'} start), build {t.build_s:.1f}s{reused}, "
                      f"load {t.load_s:.1f}s, "
                      f"workloads {t.workloads_s:.1f}s, shutdown {t.shutdown_s:.1f}s, "
                      f"whole loop {t.total_s:.1f}s ({g.accel}, cpu {g.cpu_model})")

@@ -95,6 +95,7 @@ class RunOptions:
     workload_env: tuple[tuple[str, str], ...] = ()   # more environment for every workload
     # `run --shard`: per guest name, the drivers that guest runs (None: `drivers` everywhere).
     guest_drivers: dict[str, list[DriverPlan]] | None = None
+    cold_boot: bool = False     # never start from a snapshot, nor save one (--cold-boot)
 
     def drivers_for(self, definition: GuestDefinition) -> list[DriverPlan]:
         if self.guest_drivers is None:
@@ -103,6 +104,10 @@ class RunOptions:
 
     def guest_kernel_args(self) -> list[str]:
         return (DEBUG_KERNEL_ARGS if self.debug_boot else []) + self.kernel_args
+
+    def snapshots(self) -> Cache | None:
+        """Where guests start from snapshots (harness/snapshot.py); None: cold boots."""
+        return None if self.cold_boot else Cache(self.cache_dir)
 
 
 def host_info() -> dict:
@@ -220,7 +225,8 @@ class GuestRun:
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
             guest = self.family.guest(image, choice.accel, Path(tmp), self.dir / "console.log",
-                                      self.opts.guest_kernel_args(), self.timeouts.scale)
+                                      self.opts.guest_kernel_args(), self.timeouts.scale,
+                                      self.opts.snapshots(), lambda text: self.say("boot", text))
             try:
                 with guest:
                     job = BuildJob(image, self.drivers, sources, self.dir / "build",
@@ -244,7 +250,7 @@ class GuestRun:
                     g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
                                                check=True).stdout.strip()
                     self.say("ssh", f"up after {guest.boot_to_ssh_s:.1f}s, "
-                             f"kernel {g.kernel_release}")
+                             f"{guest.start.describe()}, kernel {g.kernel_release}")
                     try:
                         artifacts = built.result()
                         g.timings.build_s = round(artifacts.seconds, 3)
@@ -257,6 +263,7 @@ class GuestRun:
                             self._save_dmesg(ssh)
             finally:
                 cancel.set()
+                g.start, g.start_reason = guest.start.how, guest.start.why
                 if guest.watcher is not None:
                     g.kernel_reports = [report_dict(r) for r in guest.watcher.reports]
                 g.timings.shutdown_s = round(guest.shutdown_s, 3)

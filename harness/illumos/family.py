@@ -180,9 +180,12 @@ class IllumosFamily:
                                   "no kernel to probe KVM with; TCG unless --accel kvm")
 
     def guest(self, image: IllumosImage, accel: str, workdir: Path, console_log: Path,
-              kernel_args: list[str], timeout_scale: float) -> Guest:
+              kernel_args: list[str], timeout_scale: float, snapshots: Cache | None = None,
+              say: Callable[[str], None] = lambda _text: None) -> Guest:
+        """Never from a snapshot (harness.snapshot.refusal says why): the
+        guest's `start` records that."""
         return IllumosGuest(image, accel, workdir, console_log, kernel_args,  # type: ignore
-                            timeout_scale)
+                            timeout_scale, snapshots, say)
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path:
         return render(spec, out_dir, self.name)

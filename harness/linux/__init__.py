@@ -95,9 +95,13 @@ class LinuxFamily:
         return accel.choose(requested, image.kernel, image.initrd, cache_dir)
 
     def guest(self, image: images.GuestImage, accel_name: str, workdir: Path,
-              console_log: Path, kernel_args: list[str], timeout_scale: float) -> Guest:
+              console_log: Path, kernel_args: list[str], timeout_scale: float,
+              snapshots: Cache | None = None,
+              say: Callable[[str], None] = lambda _text: None) -> Guest:
+        """A tiny guest starts from its snapshot when `snapshots` has one."""
         from ..guest import Guest  # the Linux guest is harness.guest's own; it imports us
-        return Guest(image, accel_name, workdir, console_log, kernel_args, timeout_scale)
+        return Guest(image, accel_name, workdir, console_log, kernel_args, timeout_scale,
+                     snapshots, say)
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path:
         return render(spec, out_dir, self.name)

@@ -22,7 +22,7 @@ import posixpath
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -180,12 +180,14 @@ class Builder:
         return self._includes[d]
 
     def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
-                 include_dirs: list[Path] | None = None) -> Path:
+                 include_dirs: list[Path] | None = None,
+                 extra_flags: Sequence[str] = ()) -> Path:
         """Compile one C workload statically (with -m32 for compat processes).
 
         It is compiled beside the headers of its own directory, so
         `#include "mydrv.h"` finds what its author put next to it; then
         `include_dirs` (a driver's directory, the harness's headers).
+        `extra_flags` come after the harness's own (a later -O wins).
         """
         name = source.stem + ("-m32" if m32 else "")
         work = self._workdir(f"workload-{name}")
@@ -197,7 +199,7 @@ class Builder:
         flags = ["-m32"] if m32 else []
         return self._make(Compile(
             f"workload {name}", f"workload-{name}",
-            ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror",
+            ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", *extra_flags,
              *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
             inside, [sandbox.Bind(str(work), inside, writable=True), *includes],
             lambda: work / name, mode=0o755), out_dir, log)
