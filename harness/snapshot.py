@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import integrity
+from . import artifacts, integrity
 from .cache import Cache
 from .console import Console
 from .errors import InfraError
@@ -209,7 +209,7 @@ def save(machine: Machine, image: GuestImage, p: Plan, console: Console) -> floa
             if machine.alive():
                 machine.qmp("cont")
         paused.append(time.monotonic() - start)
-        _build_helper(image, tmp, cache.kind_dir("logs") / f"{p.key}-{HELPER}.log",
+        _build_helper(image, cache, tmp, cache.kind_dir("logs") / f"{p.key}-{HELPER}.log",
                       machine.timeout_scale)
         meta = {**p.parts, "state_bytes": (tmp / STATE).stat().st_size,
                 "paused_s": round(paused[0], 3), "made": time.time()}
@@ -303,10 +303,12 @@ def resume(ssh: GuestSSH, entry: Path) -> None:
         raise InfraError(f"the restored guest could not be resumed: {why}")
 
 
-def _build_helper(image: GuestImage, out: Path, log: Path, timeout_scale: float) -> None:
+def _build_helper(image: GuestImage, cache: Cache, out: Path, log: Path,
+                  timeout_scale: float) -> None:
     """mh_resume into `out`, compiled in the image's build root (sandboxed, as
-    workloads are)."""
-    with Builder(image.root, None, 120 * timeout_scale) as b:
+    workloads are, and kept in the artifact cache like them)."""
+    store = artifacts.Store(cache, lambda text: None)
+    with Builder(image.root, None, 120 * timeout_scale, store) as b:
         b.workload(HELPER_SOURCE, out, log, extra_flags=HELPER_FLAGS)
 
 

@@ -47,12 +47,6 @@ static double read_mib_s(volatile uint64_t *buf, const struct pair *p, unsigned 
 	return p->rounds * p->words * sizeof(uint64_t) / MH_MIB / (mh_now() - t);
 }
 
-static int fail(const char *what, int err)
-{
-	printf("{\"ok\": false, \"error\": \"%s: %s\"}\n", what, strerror(err));
-	return 2;
-}
-
 int main(int argc, char **argv)
 {
 	static double dw[MH_BENCH_MAX_REPEAT], aw[MH_BENCH_MAX_REPEAT], rw[MH_BENCH_MAX_REPEAT];
@@ -61,24 +55,19 @@ int main(int argc, char **argv)
 	int n = mh_bench_repeat(), rep, fd;
 	size_t bad = 0;
 	struct pair p;
-	long bytes;
+	long bytes = 0;
 	void *map;
 
-	if (argc != 2)
-		return fail("usage: bench_bandwidth DEVICE", EINVAL);
-	bytes = mh_param(argv[1], "area_bytes");
-	if (bytes <= 0)
-		return fail("area_bytes parameter", ENOENT);
-	fd = open(argv[1], O_RDWR);
+	fd = mh_bench_open(argc, argv, &bytes);
 	if (fd < 0)
-		return fail("open", errno);
+		return MH_BENCH_CANNOT;
 	map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
-		return fail("mmap device", errno);
+		return mh_bench_fail("mmap device", errno);
 	p.dev = map;
 	map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
-		return fail("mmap anonymous", errno);
+		return mh_bench_fail("mmap anonymous", errno);
 	p.anon = map;
 	p.words = bytes / sizeof(uint64_t);
 	p.rounds = SAMPLE_BYTES / bytes > 0 ? SAMPLE_BYTES / bytes : 1;

@@ -53,12 +53,6 @@ static int one_sample(int fd, struct sample *s)
 	return 0;
 }
 
-static int fail(const char *what, int err)
-{
-	printf("{\"ok\": false, \"error\": \"%s: %s\"}\n", what, strerror(err));
-	return 2;
-}
-
 int main(int argc, char **argv)
 {
 	static double alloc[MH_BENCH_MAX_REPEAT], freed[MH_BENCH_MAX_REPEAT];
@@ -68,13 +62,13 @@ int main(int argc, char **argv)
 	struct sample s;
 
 	if (argc != 2)
-		return fail("usage: bench_dmabuf DEVICE", EINVAL);
+		return mh_bench_fail("usage: bench_dmabuf DEVICE", EINVAL);
 	fd = open(argv[1], O_RDWR);
 	if (fd < 0)
-		return fail("open", errno);
+		return mh_bench_fail("open", errno);
 	for (rep = 0; rep < n; rep++) {
 		if (one_sample(fd, &s) != 0)
-			return fail("alloc, map or free", errno);
+			return mh_bench_fail("alloc, map or free", errno);
 		alloc[rep] = s.alloc_us;
 		freed[rep] = s.free_us;
 		touch[rep] = s.touch_ns;

@@ -58,12 +58,6 @@ static int sample(const struct target *t, double *touch_ns, double *total_ns, do
 	return 0;
 }
 
-static int fail(const char *what, int err)
-{
-	printf("{\"ok\": false, \"error\": \"%s: %s\"}\n", what, strerror(err));
-	return 2;
-}
-
 int main(int argc, char **argv)
 {
 	static double dt[MH_BENCH_MAX_REPEAT], dm[MH_BENCH_MAX_REPEAT], dp[MH_BENCH_MAX_REPEAT];
@@ -71,25 +65,20 @@ int main(int argc, char **argv)
 	struct mh_report r = { 0 };
 	struct target dev, anon;
 	int n = mh_bench_repeat(), rep;
-	long bytes;
+	long bytes = 0;
 
-	if (argc != 2)
-		return fail("usage: bench_map DEVICE", EINVAL);
-	bytes = mh_param(argv[1], "area_bytes");
-	if (bytes <= 0)
-		return fail("area_bytes parameter", ENOENT);
-	dev.fd = open(argv[1], O_RDWR);
+	dev.fd = mh_bench_open(argc, argv, &bytes);
 	if (dev.fd < 0)
-		return fail("open", errno);
+		return MH_BENCH_CANNOT;
 	dev.bytes = anon.bytes = bytes;
 	dev.page = anon.page = (size_t)sysconf(_SC_PAGESIZE);
 	anon.fd = -1;
 
 	for (rep = 0; rep < n; rep++) {
 		if (sample(&dev, &dt[rep], &dm[rep], &dp[rep]) != 0)
-			return fail("mmap device", errno);
+			return mh_bench_fail("mmap device", errno);
 		if (sample(&anon, &at[rep], &am[rep], &ap[rep]) != 0)
-			return fail("mmap anonymous", errno);
+			return mh_bench_fail("mmap anonymous", errno);
 	}
 	mh_metric(&r, "bytes", bytes);
 	mh_metric(&r, "repeat", n);

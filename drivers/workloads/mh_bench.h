@@ -17,6 +17,7 @@
 #define MH_MIB			(1024.0 * 1024.0)
 #define MH_NS_PER_S		1e9
 #define MH_US_PER_S		1e6
+#define MH_BENCH_CANNOT		2	/* exit status: the benchmark could not run */
 
 static inline int mh_bench_repeat(void)
 {
@@ -56,6 +57,39 @@ static inline void mh_figure(struct mh_report *r, const char *name, const double
 	mh_append(r->metrics, ", \"%s\": %.6g, \"%s_spread\": [%.6g, %.6g, %.6g, %.6g]",
 		  name, mh_quantile(sorted, n, 0.5), name, sorted[0],
 		  mh_quantile(sorted, n, 0.25), mh_quantile(sorted, n, 0.75), sorted[n - 1]);
+}
+
+/* A benchmark that cannot run says why in its one JSON object; returns -1. */
+static inline int mh_bench_say(const char *what, int err)
+{
+	printf("{\"ok\": false, \"error\": \"%s: %s\"}\n", what, strerror(err));
+	return -1;
+}
+
+/* The same, as main()'s exit status. */
+static inline int mh_bench_fail(const char *what, int err)
+{
+	mh_bench_say(what, err);
+	return MH_BENCH_CANNOT;
+}
+
+/*
+ * Open the device (the program's only argument) and read the size of its
+ * area: the descriptor, or -1 after saying why.
+ */
+static inline int mh_bench_open(int argc, char **argv, long *bytes)
+{
+	int fd;
+
+	if (argc != 2)
+		return mh_bench_say("usage: BENCH DEVICE", EINVAL);
+	*bytes = mh_param(argv[1], "area_bytes");
+	if (*bytes <= 0)
+		return mh_bench_say("area_bytes parameter", ENOENT);
+	fd = open(argv[1], O_RDWR);
+	if (fd < 0)
+		return mh_bench_say("open", errno);
+	return fd;
 }
 
 #endif /* MH_BENCH_H */
