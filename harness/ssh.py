@@ -62,20 +62,45 @@ class _Replayed:
         return getattr(self._sock, name)
 
 
-def banner_socket(port: int, timeout: float = 1.0) -> _Replayed | None:
-    """A connection on which an SSH server has sent its banner, or None."""
+# QEMU's user network accepts a connection at once and forwards its SYN into
+# the guest; before the guest's network is up that SYN is lost, and waiting
+# on that connection alone (as this did, one second a try) hid an sshd that
+# had come up meanwhile. So a new attempt starts every BANNER_POLL_S while
+# the last BANNER_ATTEMPTS stay open: the first to show a banner wins, and a
+# slow banner still gets through on the connection that asked for it.
+BANNER_POLL_S = 0.1
+BANNER_ATTEMPTS = 10
+
+
+def wait_banner(port: int, deadline: float, alive: Callable[[], bool]) -> _Replayed | None:
+    """A connection on which an SSH server has sent its banner, or None if
+    none did before `deadline` (or `alive()` turned False)."""
+    attempts: list[socket.socket] = []
+    next_try = 0.0
     try:
-        sock = socket.create_connection((HOST, port), timeout=timeout)
-    except OSError:
-        return None
-    try:
-        sock.settimeout(timeout)
-        head = sock.recv(4)
-    except OSError:
-        head = b""
-    if head.startswith(b"SSH-"):
-        return _Replayed(sock, head)
-    sock.close()
+        while time.monotonic() < deadline and alive():
+            if time.monotonic() >= next_try:
+                next_try = time.monotonic() + BANNER_POLL_S
+                try:
+                    attempts.append(socket.create_connection((HOST, port), timeout=1.0))
+                except OSError:
+                    pass
+                if len(attempts) > BANNER_ATTEMPTS:
+                    attempts.pop(0).close()
+            ready = select.select(attempts, [], [], max(0.0, next_try - time.monotonic()))[0] \
+                if attempts else time.sleep(max(0.0, next_try - time.monotonic())) or []
+            for sock in ready:
+                attempts.remove(sock)
+                try:
+                    head = sock.recv(4)
+                except OSError:
+                    head = b""
+                if head.startswith(b"SSH-"):
+                    return _Replayed(sock, head)
+                sock.close()   # refused or closed: the guest's stack answered, sshd is not up
+    finally:
+        for sock in attempts:
+            sock.close()
     return None
 
 
@@ -140,11 +165,9 @@ class GuestSSH:
         """Poll until the guest's sshd answers, then connect; SSHError on
         timeout (`timeout` is already scaled: it is the caller's boot budget)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive():
-            sock = banner_socket(port)
-            if sock is not None:
-                return cls.connect(port, host_key, client_key, timeout_scale, sock=sock)
-            time.sleep(0.05)
+        sock = wait_banner(port, deadline, alive)
+        if sock is not None:
+            return cls.connect(port, host_key, client_key, timeout_scale, sock=sock)
         state = "QEMU exited" if not alive() else f"no SSH banner within {timeout:.0f}s"
         raise SSHError(f"the guest's SSH server never answered: {state}")
 
