@@ -200,13 +200,8 @@ def clean(cache: Cache, guest: str | None = None,
           keep: frozenset[str] = frozenset()) -> Cleaned:
     """Remove artifacts (built in one guest's roots, or all) except those
     built in a root named in `keep` and those in use."""
-    done = Cleaned([], [])
-    for entry in cache.entries(KIND):
-        if any(entry.name.startswith(f"{root}-") for root in keep):
-            continue
-        if guest is None or entry.name.startswith(f"{guest}-"):
-            (done.removed if cache.remove(entry) else done.in_use).append(entry)
-    return done
+    return Cleaned(*cache.clean(
+        KIND, guest, lambda name: any(name.startswith(f"{root}-") for root in keep)))
 
 
 def usage(cache: Cache) -> tuple[int, int]:

@@ -129,6 +129,18 @@ class Cache:
             raise
         return final
 
+    def clean(self, kind: str, guest: str | None,
+              kept: Callable[[str], bool]) -> tuple[list[Path], list[Path]]:
+        """Remove the entries of `kind` (all, or those named for `guest`)
+        whose name `kept` does not keep; returns (removed, left in use)."""
+        removed: list[Path] = []
+        in_use: list[Path] = []
+        for entry in self.entries(kind):
+            if kept(entry.name) or not (guest is None or entry.name.startswith(f"{guest}-")):
+                continue
+            (removed if self.remove(entry) else in_use).append(entry)
+        return removed, in_use
+
     def remove(self, entry: Path) -> bool:
         """Delete one entry unless a harness holds its lease (then False).
 

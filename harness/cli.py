@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--workload", action="append", default=[], type=Path, metavar="FILE.c",
                         help="extra workload, built static and run after each driver's own "
                              "(argument: the driver's device)")
+        own_driver(sp)
+
+    def own_driver(sp: argparse.ArgumentParser) -> None:
+        """`--driver-dir` and its companions: `run`, `plan`, `shell`, `exec`."""
         byo = sp.add_argument_group("bring your own driver")
         byo.add_argument("--driver-dir", type=Path, metavar="DIR",
                          help="an out-of-tree module's source directory, built with its Makefile")
@@ -178,13 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
         sp.add_argument("--driver", action="append", default=[], metavar="NAME",
                         help="driver spec to build and load first (repeatable)")
-        byo = sp.add_argument_group("bring your own driver")
-        byo.add_argument("--driver-dir", type=Path, metavar="DIR",
-                         help="an out-of-tree module's directory, built and loaded first")
-        byo.add_argument("--module-param", action="append", default=[], metavar="KEY=VALUE")
-        byo.add_argument("--make-arg", action="append", default=[], metavar="VAR=VALUE")
-        byo.add_argument("--source-tree", type=Path, metavar="DIR")
-        byo.add_argument("--device", metavar="/dev/NAME")
+        own_driver(sp)
         sp.add_argument("-q", "--quiet", action="store_true",
                         help="no progress lines on stderr")
         cold_boot_option(sp)
@@ -287,14 +285,19 @@ def _specs(names: list[str] | None, default_all: bool) -> list[drivers.DriverSpe
     return drivers.all_specs() if default_all else []
 
 
+def _own_driver_given(args: argparse.Namespace) -> bool:
+    """Whether --driver-dir was given; its companions alone are an error."""
+    if args.driver_dir is None and (args.module_param or args.make_arg or args.device
+                                    or args.source_tree):
+        raise ConfigError("--module-param, --make-arg, --device and --source-tree go with "
+                          "--driver-dir", hint="add --driver-dir DIR, or drop those options")
+    return args.driver_dir is not None
+
+
 def _plans(args: argparse.Namespace) -> list[plan.DriverPlan]:
     """--driver-dir alone runs only that module; otherwise the harness's drivers."""
     extra = plan.extra_workloads(args.workload)
-    byo = args.driver_dir is not None
-    if not byo and (args.module_param or args.make_arg or args.device or args.source_tree):
-        raise ConfigError("--module-param, --make-arg, --device and --source-tree go with "
-                          "--driver-dir",
-                          hint="add --driver-dir DIR, or drop those options")
+    byo = _own_driver_given(args)
     plans = [plan.template_plan(s, extra) for s in _specs(args.driver, default_all=not byo)]
     if byo:
         if not extra:
@@ -424,10 +427,7 @@ def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
         raise ConfigError("exec needs a command", hint="mmap-harness exec -- uname -r")
     if args.timeout_scale <= 0:
         raise ConfigError("--timeout-scale must be positive")
-    if args.driver_dir is None and (args.module_param or args.make_arg or args.device
-                                    or args.source_tree):
-        raise ConfigError("--module-param, --make-arg, --device and --source-tree go with "
-                          "--driver-dir", hint="add --driver-dir DIR, or drop those options")
+    _own_driver_given(args)
     (definition,) = _guests([args.guest] if args.guest else None)
     drivers.find_specs(args.driver)     # a typo is an error before anything boots
     options = live.LiveOptions(

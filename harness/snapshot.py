@@ -316,10 +316,5 @@ def clean(cache: Cache, guest: str | None = None,
           keep_images: frozenset[str] = frozenset()) -> Cleaned:
     """Remove snapshots (of one guest's images, or all) except those of the
     images in `keep_images` and those in use."""
-    done = Cleaned([], [])
-    for entry in cache.entries(KIND):
-        if entry.name.rsplit("-", 1)[0] in keep_images:
-            continue
-        if guest is None or entry.name.startswith(f"{guest}-"):
-            (done.removed if cache.remove(entry) else done.in_use).append(entry)
-    return done
+    return Cleaned(*cache.clean(KIND, guest,
+                                lambda name: name.rsplit("-", 1)[0] in keep_images))
