@@ -190,12 +190,7 @@ class Guest:
 
     def _reboot_cold(self, why: str) -> None:
         """Replace a restored guest that failed with a cold boot of the same machine."""
-        if self.ssh is not None:
-            self.ssh.close()
-            self.ssh = None
-        self.machine.stop()
-        if self.watcher is not None:
-            self.watcher.close()
+        self.stop()
         registers = self.machine.console_log.with_name("registers.txt")
         if registers.exists():
             registers.rename(registers.with_name("registers.restore.txt"))
@@ -210,13 +205,10 @@ class Guest:
         """Once sshd has started, and before anything has connected to it,
         save the guest as its snapshot; `start` says how that went. The
         guest runs on either way."""
-        console, watcher = self.machine.console, self.watcher
-        assert console is not None and watcher is not None
-
-        def keep_waiting() -> bool:
-            return self.dead_reason() is None and watcher.silent_for < silence and not abandon()
+        console = self.machine.console
+        assert console is not None
         why = self.start.why
-        if not snapshot.wait_ready(console, timeout, keep_waiting):
+        if not snapshot.wait_ready(console, timeout, self._booting(silence, abandon)):
             self.start = snapshot.Start(snapshot.COLD, f"{why}; none saved: the console "
                                         f"never said {snapshot.READY_LINE!r}")
             return
@@ -230,20 +222,25 @@ class Guest:
             self._say(why)
         self.start = snapshot.Start(snapshot.COLD, why)
 
+    def _booting(self, silence: float, abandon: Callable[[], bool]) -> Callable[[], bool]:
+        """Whether a wait on the booting guest should go on: QEMU alive, no
+        fatal kernel report, the console not silent for `silence` seconds,
+        and the caller still wanting the guest."""
+        watcher = self.watcher
+        assert watcher is not None
+        return lambda: (self.dead_reason() is None and watcher.silent_for < silence
+                        and not abandon())
+
     def _connect(self, timeout: float, silence: float,
                  abandon: Callable[[], bool]) -> GuestSSH:
         assert self.watcher is not None and self.machine.console is not None
         self._before_ssh(timeout)   # then SSH has the whole `timeout` once more
         port = self.machine.ssh_port()
         watcher = self.watcher
-
-        def keep_waiting() -> bool:
-            return (self.machine.alive() and not watcher.fatal.is_set()
-                    and watcher.silent_for < silence and not abandon())
         try:
             self.ssh = GuestSSH.wait(port, load_public(self.image.host_key_pub),
                                      load_private(self.image.client_key), timeout,
-                                     keep_waiting, self.timeout_scale)
+                                     self._booting(silence, abandon), self.timeout_scale)
         except SSHTrustError as e:  # the harness's problem, never the kernel's
             raise SSHTrustError(e.message, hint=(
                 "another process may own that port, or the image was altered: rebuild it "

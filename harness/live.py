@@ -68,10 +68,6 @@ class ProgramRun:
     def ok(self) -> bool:
         return self.exit_status == 0
 
-    def verdict(self, name: str) -> WorkloadResult:
-        """The verdict `run` would give it (exit 0 and no `"ok": false`)."""
-        return workloads.verdict(name, self.exit_status, self.stdout, self.stderr, self.seconds)
-
 
 class Module:
     """A module loaded in a LiveGuest; `unload()` gives the harness's verdicts."""
@@ -230,11 +226,6 @@ class LiveGuest:
     def crash_report(self) -> str:
         """The first fatal kernel report on the console, whole, or ''."""
         return self.guest.crash_report() if self.guest is not None else ""
-
-    @property
-    def console_log(self) -> Path:
-        assert self.guest is not None
-        return self.guest.machine.console_log
 
     def console_position(self) -> int:
         return self.guest.machine.console.position() \

@@ -87,9 +87,11 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool]) -> _Repla
                     pass
                 if len(attempts) > BANNER_ATTEMPTS:
                     attempts.pop(0).close()
-            ready = select.select(attempts, [], [], max(0.0, next_try - time.monotonic()))[0] \
-                if attempts else time.sleep(max(0.0, next_try - time.monotonic())) or []
-            for sock in ready:
+            pause = max(0.0, next_try - time.monotonic())
+            if not attempts:
+                time.sleep(pause)
+                continue
+            for sock in select.select(attempts, [], [], pause)[0]:
                 attempts.remove(sock)
                 try:
                     head = sock.recv(4)
