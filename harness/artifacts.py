@@ -151,7 +151,7 @@ class Store:
                 entry = self.cache.get_or_build(
                     KIND, key.name, publish,
                     waiting=lambda: self.say(f"waiting for another process building {key.what}"))
-                problems = integrity.verify(entry)
+                problems = integrity.verify(entry, self.cache.memo(entry))
                 if not problems:
                     product = _copy(entry / PRODUCT / _meta(entry)["product"], out_dir, mode)
                     return Fetched(product, entry, not made, (entry / LOG).read_text())

@@ -70,6 +70,11 @@ class Cache:
         finally:
             os.close(fd)
 
+    @staticmethod
+    def memo(entry: Path) -> Path:
+        """Where integrity.verify keeps the stamps of `entry`'s checked files."""
+        return entry.parent / f".{entry.name}.verified"
+
     def entries(self, kind: str) -> list[Path]:
         d = self.root / kind
         if not d.is_dir():
@@ -154,6 +159,7 @@ class Cache:
         try:
             with FileLock(str(entry.parent / f".{entry.name}.lock")):
                 shutil.rmtree(entry)
+                self.memo(entry).unlink(missing_ok=True)
             use.unlink()
         finally:
             os.close(fd)

@@ -60,9 +60,7 @@ class Artifacts:
         """Upload what was built on the host into the guest's `remote` dir."""
         if self.in_guest:
             return
-        ssh.run(["mkdir", "-p", remote], timeout=30, check=True)
-        for path in [*self.modules.values(), *self.workloads.values()]:
-            ssh.put(path, f"{remote}/{path.name}", 0o755)
+        ssh.put_all([*self.modules.values(), *self.workloads.values()], remote, 0o755)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +45,9 @@ class GuestImage:
     root: BuildRoot
     # What this use had to build first ("root", "image"): empty on a warm start.
     built: tuple[str, ...] = ()
+    # Checks the build root, once, before anything is compiled in it (a run
+    # whose products all come from the artifact cache never pays for it).
+    verify_root: Callable[[], None] = field(default=lambda: None, compare=False)
 
     @property
     def compiler(self) -> str:
@@ -128,13 +132,15 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
         root = BuildRoot(cache.get_or_build(
             "roots", root_key, build_root,
             waiting(f"building the {definition.name} build root"), ROOT_BYTES))
-        _check(root.dir, "build root", definition, cache)
+        verify_root = _Once(lambda: None if "root" in built else
+                            _check(root.dir, "build root", definition, cache))
         image_key = _image_key(root, definition, flavour)
         held.enter_context(cache.lease("images", image_key, waiting("cleaning the image")))
 
         def build_image(tmp: Path) -> None:
             progress.say("image", f"assembling the {flavour.value} image of {definition.name}")
             built.append("image")
+            verify_root()
             _build_image(root, definition, flavour, tmp,
                          cache.kind_dir("logs") / f"{image_key}.log")
 
@@ -143,14 +149,31 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
             waiting(f"building the {definition.name} {flavour.value} image"),
             IMAGE_BYTES[flavour])
         _check(path, "image", definition, cache)
-        yield GuestImage(definition, flavour, path, root, tuple(built))
+        yield GuestImage(definition, flavour, path, root, tuple(built), verify_root)
 
 
 def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
            progress: Progress) -> GuestImage:
-    """The cached image, built first if absent and verified; no lease is kept."""
+    """The cached image and its build root, built first if absent and
+    verified; no lease is kept."""
     with use(definition, flavour, cache, progress) as image:
+        image.verify_root()
         return image
+
+
+class _Once:
+    """`check()` runs on the first call only; a failure is raised to every caller."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self._check = check
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._check()
+                self._done = True
 
 
 def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
@@ -178,7 +201,7 @@ def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
 
 def _check(entry: Path, what: str, definition: GuestDefinition, cache: Cache) -> None:
     """Refuse a damaged entry, before anything is compiled against or booted from it."""
-    problems = integrity.verify(entry)
+    problems = integrity.verify(entry, cache.memo(entry))
     if problems:
         where = "" if cache.root == default_cache_dir() else f" --cache-dir {cache.root}"
         raise CacheDamaged(

@@ -14,6 +14,11 @@ lines for people:
 
 A build root of ~27,000 entries verifies in about 0.2 s: lstat is cheap and
 only the critical set (kernel, compilers, Kbuild files, keys) is hashed.
+
+A file whose content was found right is not hashed again while it keeps the
+same inode, size, mtime and ctime (`memo`, a file outside the entry, as git's
+index does): writing to a file, or replacing it, moves its ctime, which no
+utime call can set back.
 """
 
 from __future__ import annotations
@@ -80,8 +85,11 @@ def seal(entry: Path, critical: Iterable[Path] = (), hash_below: int = 0) -> Non
         json.dump(data, f, separators=(",", ":"))
 
 
-def verify(entry: Path) -> list[str]:
-    """What differs between `entry` and its integrity.json; [] when nothing does."""
+def verify(entry: Path, memo: Path | None = None) -> list[str]:
+    """What differs between `entry` and its integrity.json; [] when nothing does.
+
+    `memo` keeps the stamps of files whose content was found right.
+    """
     try:
         data = json.loads((entry / NAME).read_text())
     except (OSError, ValueError):
@@ -101,10 +109,41 @@ def verify(entry: Path) -> list[str]:
             # A directory whose mtime alone moved only echoes a change inside it.
             echo = was[0] == found[0] == "dir" and was[:3] == found[:3]
             (touched_dirs if echo else problems).append(f"{rel}: {_difference(was, found)}")
+    known, checked = _read_memo(memo), {}
     for rel, digest in data["sha256"].items():
-        if now.get(rel) == sealed.get(rel) and sha256_file(entry / rel) != digest:
+        if now.get(rel) != sealed.get(rel):
+            continue  # already reported
+        # Stamped before hashing: a write during the hash moves the ctime.
+        st = os.lstat(entry / rel)
+        stamp = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
+        if known.get(rel) == stamp:
+            checked[rel] = stamp
+        elif sha256_file(entry / rel) == digest:
+            checked[rel] = stamp
+        else:
             problems.append(f"{rel}: content changed")
+    if memo is not None and not problems and checked != known:
+        _write_memo(memo, checked)
     return problems + touched_dirs
+
+
+def _read_memo(memo: Path | None) -> dict[str, list]:
+    try:
+        found = json.loads(memo.read_text()) if memo is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _write_memo(memo: Path, checked: dict[str, list]) -> None:
+    """Replace `memo` whole (a reader never sees half of it); a memo that
+    cannot be written only costs the next check its hashing."""
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(checked, separators=(",", ":")))
+        os.replace(tmp, memo)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _difference(was: list, now: list) -> str:

@@ -11,6 +11,7 @@ What each family's rendering produces, from which templates, is one table:
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,7 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+@functools.cache  # a template is compiled once per process, not once per driver
 def _environment(family: str) -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir(family))),
                               undefined=jinja2.StrictUndefined,

@@ -160,7 +160,7 @@ def plan(image: object, spec: MachineSpec, cache: Cache | None,
     if not entry.is_dir():
         return Plan(cache, key, parts, save=True, why="no snapshot of this guest yet")
     with cache.lease(KIND, key):
-        problems = integrity.verify(entry)
+        problems = integrity.verify(entry, cache.memo(entry))
     if not problems:
         return Plan(cache, key, parts, restore=entry, why=f"restored from snapshot {key}")
     why = (f"snapshot {key} refused: damaged ({len(problems)} problem"
@@ -308,7 +308,7 @@ def _build_helper(image: GuestImage, cache: Cache, out: Path, log: Path,
     """mh_resume into `out`, compiled in the image's build root (sandboxed, as
     workloads are, and kept in the artifact cache like them)."""
     store = artifacts.Store(cache, lambda text: None)
-    with Builder(image.root, None, 120 * timeout_scale, store) as b:
+    with Builder(image.root, None, 120 * timeout_scale, store, image.verify_root) as b:
         b.workload(HELPER_SOURCE, out, log, extra_flags=HELPER_FLAGS)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import select
 import shlex
 import socket
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ USER = "root"
 DEATH_GRACE_S = 3.0
 SIGNAL_SETTLE_S = 0.5
 HANDSHAKE_S = 20.0
+AEAD_CIPHER = "aes128-gcm@openssh.com"
 OPEN_SESSION_S = 10.0
 
 
@@ -39,6 +41,18 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+
+def _tar_member(path: Path, mode: int) -> bytearray:
+    """`path` as one ustar member (header, data, padding), owned by root.
+    Written by hand: tarfile's stream mode copies its buffer over and over."""
+    data = path.read_bytes()
+    info = tarfile.TarInfo(path.name)
+    info.size, info.mode, info.mtime = len(data), mode, int(path.stat().st_mtime)
+    member = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    member += data
+    member += bytes(-len(data) % tarfile.BLOCKSIZE)
+    return member
 
 
 class _Replayed:
@@ -138,7 +152,11 @@ class GuestSSH:
                 sock = socket.create_connection((HOST, port), timeout=timeout)
             transport = paramiko.Transport(sock)
             # Offer only the pinned key's type, so the server must show that key.
-            transport.get_security_options().key_types = [host_key.get_name()]
+            options = transport.get_security_options()
+            options.key_types = [host_key.get_name()]
+            # An AEAD cipher first: its tag is checked in C, where an HMAC's is
+            # compared byte by byte in Python for every packet received.
+            options.ciphers = (AEAD_CIPHER, *(c for c in options.ciphers if c != AEAD_CIPHER))
             transport.start_client(timeout=timeout)
         except (OSError, paramiko.SSHException) as e:
             raise SSHError(f"SSH handshake with 127.0.0.1:{port} failed: {e}") from None
@@ -243,6 +261,38 @@ class GuestSSH:
         except (OSError, paramiko.SSHException) as e:
             self._check_alive()
             raise SSHError(f"uploading {local} to the guest's {remote} failed: {e}") from None
+
+    def put_all(self, files: list[Path], remote_dir: str, mode: int = 0o644,
+                timeout: float = 120.0) -> None:
+        """Upload `files` into `remote_dir` (made if absent) as one tar stream
+        into the guest's `tar`: one command instead of a round trip per file,
+        which under TCG is most of an upload's time (SFTP acknowledges every
+        32 KiB)."""
+        command = f"mkdir -p {shlex.quote(remote_dir)} && cd {shlex.quote(remote_dir)} && tar -xf -"
+        deadline = time.monotonic() + timeout * self.timeout_scale
+        self._check_alive()
+        try:
+            chan = self._transport.open_session(timeout=OPEN_SESSION_S * self.timeout_scale)
+            chan.settimeout(timeout * self.timeout_scale)
+            chan.exec_command(command)
+            with chan:
+                for f in files:
+                    chan.sendall(memoryview(_tar_member(f, mode)))
+                chan.sendall(bytes(2 * tarfile.BLOCKSIZE))   # the archive's end
+                chan.shutdown_write()
+                while not chan.exit_status_ready():
+                    if time.monotonic() > deadline or not self._transport.is_active():
+                        raise OSError("no answer from the guest's tar")
+                    select.select([chan], [], [], 0.1)
+                status = chan.recv_exit_status()
+                err = chan.recv_stderr(4096).decode("utf-8", "replace").strip()
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            self._check_alive()
+            raise SSHError(f"uploading {len(files)} files to the guest's {remote_dir} failed: "
+                           f"{e}") from None
+        if status != 0:
+            raise SSHError(f"uploading {len(files)} files to the guest's {remote_dir} failed: "
+                           f"`{command}` exited {status}: {err}")
 
     def get(self, remote: str, local: Path) -> None:
         try:

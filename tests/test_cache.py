@@ -85,11 +85,32 @@ def _replace_quietly(p: Path) -> None:
         b"\x7fELF compilex" * 100)), "dir/cc1: content changed"),
 ], ids=["deleted", "size", "replaced-same-size", "replaced-mtimes-kept", "mode", "symlink", "added", "dir-deleted",
         "content"])
-def test_damage_is_found(sealed: Path, damage, expected):
-    assert integrity.verify(sealed) == []
+@pytest.mark.parametrize("memo", [False, True], ids=["hashing", "stamps-kept"])
+def test_damage_is_found(sealed: Path, damage, expected, memo: bool, tmp_path: Path):
+    """Also when the stamps of the files found right before are kept."""
+    stamps = tmp_path / "stamps" if memo else None
+    assert integrity.verify(sealed, stamps) == []
+    assert (stamps is None) or stamps.is_file()
     damage(sealed)
-    problems = integrity.verify(sealed)
+    problems = integrity.verify(sealed, stamps)
     assert problems[0].startswith(expected), problems  # the cause first, echoes after
+
+
+def test_stamps_spare_hashing_until_a_file_is_touched(sealed: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    hashed: list[str] = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    stamps = tmp_path / "stamps"
+    assert integrity.verify(sealed, stamps) == [] and "cc1" in hashed
+    hashed.clear()
+    assert integrity.verify(sealed, stamps) == [] and hashed == []
+    cc1 = sealed / "dir" / "cc1"
+    keep_mtime(cc1, lambda: os.chmod(cc1, mode(cc1)))   # same bytes, new ctime
+    assert integrity.verify(sealed, stamps) == [] and hashed == ["cc1"]
+    subprocess.run(["cp", "-a", str(sealed), str(tmp_path / "copy")], check=True)
+    hashed.clear()
+    assert integrity.verify(tmp_path / "copy", stamps) == [] and "cc1" in hashed  # new inodes
 
 
 def test_missing_record_is_a_problem(sealed: Path):

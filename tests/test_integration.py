@@ -137,6 +137,22 @@ def test_guest_runs_commands_and_copies_files(boot_guest, tmp_path: Path):
         assert (tmp_path / "back").read_bytes() == local.read_bytes()
         failing = ssh.run(["sh", "-c", "echo oops >&2; exit 3"])
         assert (failing.exit_status, failing.stderr) == (3, "oops\n")
+        # Many files in one tar stream: contents, names and modes as sent.
+        sizes = {"empty": 0, "odd": 513, "block": 512, "big": 1_500_000}
+        files = []
+        for name, size in sizes.items():
+            files.append(tmp_path / name)
+            files[-1].write_bytes(os.urandom(size))
+        ssh.put_all(files, "/tmp/many/dir", 0o751)
+        r = ssh.run("cd /tmp/many/dir && for f in *; do stat -c '%n %a %s' $f; "
+                    "sha256sum $f; done", check=True)
+        for f in files:
+            assert f"{f.name} 751 {f.stat().st_size}" in r.stdout
+            assert f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}" in r.stdout
+        with pytest.raises(SSHError, match=r"uploading 1 files to the guest's /proc/x failed.*"
+                                           r"exited [12]"):
+            ssh.put_all(files[:1], "/proc/x")
+        assert ssh.run(["true"]).ok   # the connection outlives a failed upload
 
 
 def test_a_different_host_key_is_refused(boot_guest, tmp_path: Path):

@@ -114,7 +114,8 @@ class LinuxFamily:
         includes = workload_includes(job.plans)
         root = job.image.root  # type: ignore[attr-defined]
         store = artifacts.Store(job.cache, lambda text: job.say("build", text))
-        with Builder(root, job.cancel, job.timeout, store) as b:
+        with Builder(root, job.cancel, job.timeout, store,
+                     job.image.verify_root) as b:  # type: ignore[attr-defined]
             for p in (p for p in job.plans if p.has_module):
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (

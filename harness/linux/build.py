@@ -60,9 +60,12 @@ class Builder:
     `root`, through the artifact cache `store`; its scratch goes at exit."""
 
     def __init__(self, root: BuildRoot, cancel: threading.Event | None,
-                 timeout: float, store: artifacts.Store) -> None:
-        """`timeout`: seconds per job, already scaled (session.Timeouts.build)."""
+                 timeout: float, store: artifacts.Store,
+                 verify_root: Callable[[], None] = lambda: None) -> None:
+        """`timeout`: seconds per job, already scaled (session.Timeouts.build);
+        `verify_root` is called before the first compile."""
         self.root = root
+        self.verify_root = verify_root
         self.identity = artifacts.RootIdentity.of(root)
         self.cancel = cancel
         self.timeout = timeout
@@ -116,6 +119,7 @@ class Builder:
         return self._digests[bind.host]
 
     def _compile(self, c: Compile, log: Path) -> artifacts.Built:
+        self.verify_root()
         for b in c.binds:
             if b.writable:
                 sandbox.hand_over(b.host)
