@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from . import integrity
 from .cache import Cache
+from .debug_kernel import KernelBuild
 from .errors import CacheDamaged
 from .images import Cleaned
 from .rootfs import BuildRoot
@@ -61,9 +62,14 @@ class RootIdentity:
     kernel_release: str
 
     @classmethod
-    def of(cls, root: BuildRoot) -> RootIdentity:
+    def of(cls, root: BuildRoot, kernel: KernelBuild | None = None) -> RootIdentity:
+        """`root`'s, building for `kernel` (a debug kernel) instead of its own."""
         m = root.manifest
-        return cls(root.dir.name, m["build_id"], m["compiler"], m["kernel_release"])
+        if kernel is None:
+            return cls(root.dir.name, m["build_id"], m["compiler"], m["kernel_release"])
+        k = kernel.manifest
+        return cls(f"{root.dir.name}-{k['variant']}", f"{m['build_id']}+{k['build_id']}",
+                   m["compiler"], k["release"])
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="device node the --driver-dir module creates: checked after "
                               "insmod and given to each workload")
 
+    def kernel_option(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--kernel", choices=list(images.KERNELS), default=images.STOCK,
+                        help="stock: the suite's packaged kernel (default); debug: the same "
+                             "source built with KASAN, KFENCE, DEBUG_VM, DEBUG_PAGEALLOC, "
+                             "PAGE_TABLE_CHECK, lockdep, kmemleak, UBSAN (built once per "
+                             "cache: ~25 min on 2 cores)")
+
     def cold_boot_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--cold-boot", action="store_true",
                         help="boot the guest's kernel: never start from the snapshot of "
@@ -84,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="build, boot, load, run workloads, report")
     common(run)
+    kernel_option(run)
     run.add_argument("--image", type=Path, metavar="PATH",
                      help="the disk image an illumos guest boots (e.g. an OmniOS cloud "
                           "qcow2), overriding its definition's [image] path; opened "
@@ -137,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     isub = img.add_subparsers(dest="action", required=True)
     build = isub.add_parser("build", help="build (or reuse) images")
     common(build)
+    kernel_option(build)
     isub.add_parser("list", help="list cached images").add_argument(
         "--cache-dir", type=Path, default=None)
     clean = isub.add_parser("clean", help="delete cached images, build roots and the "
@@ -186,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true",
                         help="no progress lines on stderr")
         cold_boot_option(sp)
+        kernel_option(sp)
     sub.choices["exec"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                                      help="the command and its arguments, after --")
 
@@ -345,7 +355,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         flavour=Flavour(args.flavour), results_root=args.results,
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
-        fuzz_seed=seed, fuzz_ops=args.fuzz_ops, cold_boot=args.cold_boot,
+        fuzz_seed=seed, fuzz_ops=args.fuzz_ops, cold_boot=args.cold_boot, kernel=args.kernel,
         timeouts=session.Timeouts(workload_s=args.workload_timeout, scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))
@@ -407,8 +417,8 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
                 print(f"kept {path}: in use by a running harness")
         return 0
     for g in _guests(args.guest):
-        image = images.ensure(g, Flavour(args.flavour), cache, progress)
-        print(f"{g.name} {args.flavour}: {image.dir} (kernel {image.root.kernel_release})")
+        image = images.ensure(g, Flavour(args.flavour), cache, progress, args.kernel)
+        print(f"{g.name} {args.flavour}: {image.dir} (kernel {image.kernel_release})")
     return 0
 
 
@@ -433,7 +443,7 @@ def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
     options = live.LiveOptions(
         args.cache_dir or default_cache_dir(), Flavour(args.flavour), args.accel,
         tuple(([] if args.no_debug_boot else session.DEBUG_KERNEL_ARGS) + args.kernel_arg),
-        session.Timeouts(scale=args.timeout_scale), args.cold_boot)
+        session.Timeouts(scale=args.timeout_scale), args.cold_boot, args.kernel)
     progress.quiet = args.quiet
     with tempfile.TemporaryDirectory(prefix="mmap-harness-guest-") as tmp, \
             live.LiveGuest(definition, options, Path(tmp), progress) as guest:

@@ -20,8 +20,16 @@ from .guest import Guest
 from .plan import HOLDER, DriverPlan
 from .results import ERROR, KERNEL_CRASH, DriverResult, Timings, WorkloadResult
 from .ssh import GuestSSH
+from .watcher import KernelReport
 # error_kind of a driver: it would not load or unload, or a command in its run hung.
 DRIVER, HANG = "driver", "hang"
+
+
+def leak_report(leaked: list[str]) -> KernelReport:
+    """kmemleak's objects as one report of kind `kmemleak` (its file, not the console)."""
+    text = "\n".join(leaked)
+    return KernelReport("kmemleak", False, leaked[0].splitlines()[0], 0.0,
+                        text.splitlines(), complete=True)
 
 
 @dataclass(frozen=True)
@@ -36,15 +44,20 @@ class DriverRun:
 
     def __init__(self, family: KernelFamily, guest: Guest, ssh: GuestSSH, plan: DriverPlan,
                  ko: Path, out_dir: Path, limits: Limits, timings: Timings,
-                 say: Callable[[str, str], None]) -> None:
+                 say: Callable[[str, str], None],
+                 static: WorkloadResult | None = None) -> None:
+        """`static`: the module's static checks (harness:sparse), recorded first."""
         self.guest, self.ssh, self.plan, self.ko = guest, ssh, plan, ko
-        self.family, self.kernel = family, family.ops(ssh)
+        self.family, self.kernel = family, family.ops(ssh, guest.kernel_config)
         self.module = family.module_name(ko)
         self.out_dir, self.limits, self.timings, self.say = out_dir, limits, timings, say
         self.result = DriverResult(plan.key)
         self.step = "load"
+        self.static = static
 
     def run(self) -> DriverResult:
+        if self.static is not None:
+            self._record(self.static)
         try:
             if self._load():
                 self._workloads()
@@ -98,6 +111,7 @@ class DriverRun:
     def _unload(self) -> None:
         d, start = self.result, time.monotonic()
         self.step = "unload"
+        scope = self.kernel.leak_scope(self.module)
         d.error = self.kernel.unload(self.module, self.limits.command_s)
         d.error_kind = DRIVER if d.error else ""
         d.taint = self.kernel.taint()
@@ -108,6 +122,12 @@ class DriverRun:
             self._record(self.kernel.unload_report(log, self.module))
         if not d.error:
             self._record(checks.free_memory_settled(self.free_before, self.kernel.free_kib))
+        if not d.error and scope is not None:
+            self.step = "harness:kmemleak"
+            row, leaked = self.kernel.leaks(scope)
+            self._record(row)
+            if leaked and self.guest.watcher is not None:
+                self.guest.watcher.add(leak_report(leaked))
         self.timings.load_s = round(self.timings.load_s + time.monotonic() - start, 3)
 
     def _died(self, reason: str) -> None:

@@ -12,6 +12,7 @@ first boot when there is a sound one, and its first boot saves one
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,9 @@ class Guest:
         self._say = say
         self._plan = snapshot.Plan()
         self._saved_console = ""    # a restored guest's: the boot its snapshot was made in
+        # Set when the console says sshd listens (or the guest was restored
+        # from a snapshot taken after it did): SSH then waits patiently.
+        self._sshd_ready = threading.Event()
 
     def _spec(self, accel: str, kernel_args: list[str]) -> MachineSpec:
         return machine_spec(self.image, accel, kernel_args)
@@ -85,6 +89,14 @@ class Guest:
         restored guest's saved part was read when it was printed."""
         assert self.machine.console is not None
         self.watcher = Watcher(self.machine.console, self.patterns)
+        self._sshd_ready.clear()
+        if self._saved_console:
+            self._sshd_ready.set()
+        self.machine.console.subscribe(self._on_line)
+
+    def _on_line(self, line: str) -> None:
+        if snapshot.READY_LINE in line:
+            self._sshd_ready.set()
 
     def _restore(self) -> bool:
         """Start QEMU from the planned snapshot; False (with QEMU gone and the
@@ -120,6 +132,11 @@ class Guest:
             f"{why}; booted cold{' to save it again' if self._plan.save else ''} "
             "(console.restore.log keeps the restore)"))
         self._say(self.start.why)
+
+    @property
+    def kernel_config(self) -> str:
+        """The booted kernel's config, where the image knows it ("" for an illumos image)."""
+        return getattr(self.image, "kernel_config", "")
 
     def dead_reason(self) -> str | None:
         """Why the guest can no longer be used, or None while it is fine."""
@@ -240,7 +257,8 @@ class Guest:
         try:
             self.ssh = GuestSSH.wait(port, load_public(self.image.host_key_pub),
                                      load_private(self.image.client_key), timeout,
-                                     self._booting(silence, abandon), self.timeout_scale)
+                                     self._booting(silence, abandon), self.timeout_scale,
+                                     self._sshd_ready.is_set)
         except SSHTrustError as e:  # the harness's problem, never the kernel's
             raise SSHTrustError(e.message, hint=(
                 "another process may own that port, or the image was altered: rebuild it "

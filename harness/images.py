@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import initramfs, integrity, kernel_image, rootfs
+from . import debug_kernel
+from .debug_kernel import KernelBuild
 from .cache import Cache, default_cache_dir
 from .errors import CacheDamaged, ConfigError, HostError, ImageBuildError
 from .guests import Flavour, GuestDefinition
@@ -35,6 +38,9 @@ IMAGE_BYTES = {Flavour.TINY: 256 * 2**20, Flavour.FULL: 3 * 2**30}
 HASH_BELOW = 256 * 2**20
 # The keys an image is reached with, copied from its root at image build.
 CLIENT_KEY, HOST_KEY_PUB = "keys/harness_ed25519", "keys/ssh_host_ed25519_key.pub"
+# Kernel variants: the suite's packaged kernel, or the debug build of its source.
+STOCK, DEBUG = "stock", debug_kernel.VARIANT
+KERNELS = (STOCK, DEBUG)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,25 @@ class GuestImage:
     # Checks the build root, once, before anything is compiled in it (a run
     # whose products all come from the artifact cache never pays for it).
     verify_root: Callable[[], None] = field(default=lambda: None, compare=False)
+    # The debug kernel the image boots; None: the root's packaged kernel.
+    kernel_build: KernelBuild | None = None
+
+    @property
+    def kernel_variant(self) -> str:
+        return STOCK if self.kernel_build is None else DEBUG
+
+    @property
+    def kernel_release(self) -> str:
+        """What the guest's `uname -r` says, and what modules are built for."""
+        return self.root.kernel_release if self.kernel_build is None \
+            else self.kernel_build.release
+
+    @functools.cached_property
+    def kernel_config(self) -> str:
+        """The booted kernel's .config (boot options are checked against it)."""
+        if self.kernel_build is not None:
+            return self.kernel_build.config
+        return (self.root.tree / "boot" / f"config-{self.root.kernel_release}").read_text()
 
     @property
     def compiler(self) -> str:
@@ -103,9 +128,10 @@ def require_host_tools() -> None:
 
 @contextlib.contextmanager
 def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
-        progress: Progress) -> Iterator[GuestImage]:
-    """The verified image for `definition`/`flavour`, built first if absent,
-    with leases on it and its build root held until the block ends.
+        progress: Progress, kernel: str = STOCK) -> Iterator[GuestImage]:
+    """The verified image for `definition`/`flavour` booting the `kernel`
+    variant, built first if absent, with leases on it and its build root
+    (and debug kernel) held until the block ends.
 
     The leases are taken before anything is built or checked, so `images
     clean` can never delete an entry between its check and its use.
@@ -114,27 +140,24 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
         raise ConfigError(f"{definition.name} is an {definition.family} guest: it boots its "
                           "own disk image, the harness builds and caches nothing for it",
                           hint="`images build` and `images clean` are for Linux guests")
-    root_key = rootfs.recipe_key(definition)
-    waiting = lambda what: lambda: progress.say(  # noqa: E731
-        "image", f"waiting for another process {what}")
+    if kernel not in KERNELS:
+        raise ConfigError(f"unknown kernel variant {kernel!r}",
+                          hint=f"choose one of: {', '.join(KERNELS)}")
+    if kernel == DEBUG and flavour is not Flavour.TINY:
+        raise ConfigError("the debug kernel boots the tiny flavour only (the full flavour's "
+                          "initrd comes from Debian's packaged kernel)",
+                          hint="drop --flavour full, or --kernel debug")
     built: list[str] = []
     with contextlib.ExitStack() as held:
-        held.enter_context(cache.lease("roots", root_key,
-                                       waiting("cleaning the build root")))
-        if not cache.path("roots", root_key).is_dir():
-            require_host_tools()
-
-        def build_root(tmp: Path) -> None:
-            log = cache.kind_dir("logs") / f"{root_key}-{int(time.time())}.log"
-            built.append("root")
-            rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress)
-
-        root = BuildRoot(cache.get_or_build(
-            "roots", root_key, build_root,
-            waiting(f"building the {definition.name} build root"), ROOT_BYTES))
-        verify_root = _Once(lambda: None if "root" in built else
-                            _check(root.dir, "build root", definition, cache))
-        image_key = _image_key(root, definition, flavour)
+        root, verify_root = leased_root(definition, cache, progress, held, built)
+        kernel_build = None
+        if kernel == DEBUG:
+            kernel_build = _leased_debug_kernel(definition, cache, progress, held, built)
+            verify_root = _Once(_both(verify_root, lambda: _check(
+                kernel_build.dir, "debug kernel", definition, cache)))
+        image_key = _image_key(root, definition, flavour, kernel_build)
+        waiting = lambda what: lambda: progress.say(  # noqa: E731
+            "image", f"waiting for another process {what}")
         held.enter_context(cache.lease("images", image_key, waiting("cleaning the image")))
 
         def build_image(tmp: Path) -> None:
@@ -142,23 +165,72 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
             built.append("image")
             verify_root()
             _build_image(root, definition, flavour, tmp,
-                         cache.kind_dir("logs") / f"{image_key}.log")
+                         cache.kind_dir("logs") / f"{image_key}.log", kernel_build)
 
         path = cache.get_or_build(
             "images", image_key, build_image,
             waiting(f"building the {definition.name} {flavour.value} image"),
             IMAGE_BYTES[flavour])
         _check(path, "image", definition, cache)
-        yield GuestImage(definition, flavour, path, root, tuple(built), verify_root)
+        yield GuestImage(definition, flavour, path, root, tuple(built), verify_root,
+                         kernel_build)
+
+
+def _leased_debug_kernel(definition: GuestDefinition, cache: Cache, progress: Progress,
+                         held: contextlib.ExitStack, built: list[str]) -> KernelBuild:
+    """The debug kernel of `definition`, built first (in a build root of its
+    own) if absent, leased until `held` closes."""
+    kdef = debug_kernel.kbuild_definition(definition)
+    kroot, verify_kroot = leased_root(kdef, cache, progress, held, built)
+    name = debug_kernel.key(definition, kroot)
+    held.enter_context(cache.lease(debug_kernel.KIND, name))
+    if not cache.path(debug_kernel.KIND, name).is_dir():
+        verify_kroot()
+        built.append("kernel")
+    return debug_kernel.ensure_kernel(definition, kroot, cache, progress)
+
+
+def leased_root(definition: GuestDefinition, cache: Cache, progress: Progress,
+                held: contextlib.ExitStack,
+                built: list[str]) -> tuple[BuildRoot, Callable[[], None]]:
+    """The build root of `definition`, built first if absent ("root" is then
+    added to `built`), leased until `held` closes; and its check, to be
+    called before the root is compiled in or cut from."""
+    root_key = rootfs.recipe_key(definition)
+    waiting = lambda what: lambda: progress.say(  # noqa: E731
+        "image", f"waiting for another process {what}")
+    held.enter_context(cache.lease("roots", root_key, waiting("cleaning the build root")))
+    if not cache.path("roots", root_key).is_dir():
+        require_host_tools()
+    fresh: list[str] = []
+
+    def build_root(tmp: Path) -> None:
+        log = cache.kind_dir("logs") / f"{root_key}-{int(time.time())}.log"
+        fresh.append("root")
+        rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress)
+
+    root = BuildRoot(cache.get_or_build(
+        "roots", root_key, build_root,
+        waiting(f"building the {definition.name} build root"), ROOT_BYTES))
+    built.extend(fresh)
+    return root, _Once(lambda: None if fresh else
+                       _check(root.dir, "build root", definition, cache))
 
 
 def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
-           progress: Progress) -> GuestImage:
+           progress: Progress, kernel: str = STOCK) -> GuestImage:
     """The cached image and its build root, built first if absent and
     verified; no lease is kept."""
-    with use(definition, flavour, cache, progress) as image:
+    with use(definition, flavour, cache, progress, kernel) as image:
         image.verify_root()
         return image
+
+
+def _both(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def check() -> None:
+        first()
+        then()
+    return check
 
 
 class _Once:
@@ -177,16 +249,30 @@ class _Once:
 
 
 def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
-                 out: Path, log: Path) -> None:
-    kernel_image.write_boot_kernel(root.tree / "boot" / f"vmlinuz-{root.kernel_release}", out)
+                 out: Path, log: Path, kernel_build: KernelBuild | None = None) -> None:
+    if kernel_build is None:
+        release = root.kernel_release
+        kernel_image.write_boot_kernel(root.tree / "boot" / f"vmlinuz-{release}", out)
+        modules = root.tree / "lib/modules" / release
+    else:
+        release = kernel_build.release
+        elf = kernel_build.vmlinux.read_bytes()
+        if not kernel_image.has_pvh_entry(elf):
+            raise ImageBuildError(f"the debug kernel {kernel_build.dir} has no PVH entry note: "
+                                  "QEMU cannot boot it directly",
+                                  hint="Debian's config has CONFIG_PVH=y; check the kernel's "
+                                       "config file in that directory")
+        (out / "vmlinux").write_bytes(elf)
+        modules = kernel_build.modules
     if flavour is Flavour.TINY:
-        initramfs.build(root, definition, out)
+        initramfs.build(root, definition, out, modules)
     else:
         _build_disk(root, out, log)
     sizes = {f.name: f.stat().st_size for f in out.iterdir()}
     (out / "manifest.json").write_text(json.dumps(
         {"guest": definition.name, "flavour": flavour.value, "root": root.dir.name,
-         "root_build_id": root.build_id, "kernel_release": root.kernel_release,
+         "root_build_id": root.build_id, "kernel_release": release,
+         "kernel": None if kernel_build is None else kernel_build.dir.name,
          "built": time.time(), "files": sizes}, indent=2))
     (out / "keys").mkdir(mode=0o700)
     for source, target in ((root.client_key, CLIENT_KEY),
@@ -211,11 +297,17 @@ def _check(entry: Path, what: str, definition: GuestDefinition, cache: Cache) ->
                  "then run again (it will be rebuilt)")
 
 
-def _image_key(root: BuildRoot, definition: GuestDefinition, flavour: Flavour) -> str:
+def _image_key(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
+               kernel_build: KernelBuild | None = None) -> str:
     """Everything an image is cut from: the recipe, and the identity of the
-    very root it comes from (a rebuilt root never reuses an older image)."""
+    very root (and debug kernel) it comes from (a rebuilt root or kernel
+    never reuses an older image)."""
     h = hashlib.sha256(root.dir.name.encode())
     h.update(flavour.value.encode())
+    variant = ""
+    if kernel_build is not None:
+        h.update(f"{kernel_build.dir.name} {kernel_build.manifest['build_id']}".encode())
+        variant = f"-{DEBUG}"
     h.update(json.dumps(asdict(definition.tiny), sort_keys=True).encode())
     h.update(f"{root.build_id} {root.manifest['kernel_sha256']} {integrity.FORMAT}".encode())
     for key in (root.host_key_pub, root.client_key, root.client_key_pub):
@@ -225,7 +317,7 @@ def _image_key(root: BuildRoot, definition: GuestDefinition, flavour: Flavour) -
     if flavour is Flavour.TINY:
         for f in initramfs.recipe_files():
             h.update(f.read_bytes())
-    return f"{root.dir.name.rsplit('-', 1)[0]}-{flavour.value}-{h.hexdigest()[:16]}"
+    return f"{root.dir.name.rsplit('-', 1)[0]}-{flavour.value}{variant}-{h.hexdigest()[:16]}"
 
 
 def _build_disk(root: BuildRoot, out: Path, log: Path) -> None:
@@ -241,7 +333,7 @@ def _build_disk(root: BuildRoot, out: Path, log: Path) -> None:
 
 def list_images(cache: Cache) -> list[dict]:
     rows = []
-    for kind in ("roots", "images"):
+    for kind in ("roots", debug_kernel.KIND, "images"):
         for entry in cache.entries(kind):
             size = sum(p.lstat().st_size for p in entry.rglob("*"))
             rows.append({"kind": kind, "name": entry.name, "path": str(entry),
@@ -259,9 +351,15 @@ def current_keys(definitions: list[GuestDefinition], cache: Cache) -> set[str]:
         root_key = rootfs.recipe_key(d)
         keys.add(root_key)
         root = BuildRoot(cache.path("roots", root_key))
+        kroot_key = rootfs.recipe_key(debug_kernel.kbuild_definition(d))
+        keys.add(kroot_key)
         try:
             keys.update(_image_key(root, d, f) for f in Flavour)
-        except (OSError, ValueError, KeyError):  # absent or unreadable: no image to keep
+            kernel = debug_kernel.key(d, BuildRoot(cache.path("roots", kroot_key)))
+            keys.add(kernel)
+            keys.add(_image_key(root, d, Flavour.TINY,
+                                KernelBuild(cache.path(debug_kernel.KIND, kernel))))
+        except (OSError, ValueError, KeyError):  # absent or unreadable: nothing more to keep
             pass
     return keys
 
@@ -276,7 +374,7 @@ def clean(cache: Cache, guest: str | None = None,
     """Remove cached roots and images (of one guest, or all) except `keep`
     and those in use."""
     done = Cleaned([], [])
-    for kind in ("roots", "images"):
+    for kind in ("roots", debug_kernel.KIND, "images"):
         for entry in cache.entries(kind):
             if entry.name in keep:
                 continue

@@ -156,9 +156,13 @@ def recipe_files() -> list[Path]:
     return [Path(__file__), *sorted(RECIPE_DIR.iterdir())]
 
 
-def build(root: BuildRoot, definition: GuestDefinition, out: Path) -> None:
-    """Write initrd.img for the tiny flavour into `out`."""
-    tree, release = root.tree, root.kernel_release
+def build(root: BuildRoot, definition: GuestDefinition, out: Path,
+          modules: Path | None = None) -> None:
+    """Write initrd.img for the tiny flavour into `out`; the NIC's modules
+    come from `modules` (lib/modules/<release> of the kernel booted; by
+    default the root's own kernel's)."""
+    tree = root.tree
+    modules = modules or tree / "lib/modules" / root.kernel_release
     sel = TreeSelection(tree)
     for name in ("bin", "sbin", "lib", "lib64"):
         if (tree / name).is_symlink():
@@ -167,7 +171,7 @@ def build(root: BuildRoot, definition: GuestDefinition, out: Path) -> None:
         sel.add_dir(d, 0o700 if d == "/root" else 0o755)
     _add_busybox(sel)
     _add_sshd(sel, root)
-    _add_modules(sel, release, definition.tiny.boot_modules)
+    _add_modules(sel, modules, definition.tiny.boot_modules)
     sel.add_file("/etc/passwd", PASSWD.encode())
     sel.add_file("/etc/group", GROUP.encode())
     sel.add_file("/etc/shadow", SHADOW.encode(), 0o600)
@@ -257,8 +261,8 @@ def _module_name(path: str) -> str:
     return base.split(".ko")[0].replace("-", "_")
 
 
-def _add_modules(sel: TreeSelection, release: str, wanted: list[str]) -> None:
-    moddir = sel.tree / "lib/modules" / release
+def _add_modules(sel: TreeSelection, moddir: Path, wanted: list[str]) -> None:
+    release = moddir.name
     builtin = moddir / "modules.builtin"
     order = module_load_order((moddir / "modules.dep").read_text(), wanted,
                               builtin.read_text() if builtin.is_file() else "")

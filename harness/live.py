@@ -50,6 +50,7 @@ class LiveOptions:
     kernel_args: tuple[str, ...] = tuple(DEBUG_KERNEL_ARGS)
     timeouts: Timeouts = field(default_factory=Timeouts)
     cold_boot: bool = False     # never start from a snapshot, nor save one
+    kernel: str = "stock"       # or "debug" (harness.debug_kernel)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Module:
         if self.live.boots != self._boot:   # the guest rebooted under it: nothing to unload
             return []
         ops = self.live.ops()
+        scope = ops.leak_scope(self.name)
         error = ops.unload(self.name, self.live.options.timeouts.command_s)
         if error:
             raise DriverError(f"{self.name} would not unload: {error}")
@@ -117,6 +119,8 @@ class Module:
         if self.plan.spec is not None:
             found.append(ops.unload_report(log, self.name))
         found.append(checks.free_memory_settled(self._free_before, ops.free_kib))
+        if scope is not None:
+            found.append(ops.leaks(scope)[0])
         return found
 
 
@@ -149,7 +153,7 @@ class LiveGuest:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.image = self._held.enter_context(self.family.use_image(
                 self.definition, self.options.flavour, Cache(self.options.cache_dir),
-                self.progress))
+                self.progress, self.options.kernel))
             choice = self.family.choose_accel(self.options.accel, self.image,
                                               self.options.cache_dir)
             self.accel, self.accel_reason = choice.accel, choice.reason
@@ -242,7 +246,7 @@ class LiveGuest:
         reason = self.dead_reason()
         if reason or self.ssh is None:
             raise GuestDied(reason or "the guest has no SSH connection")
-        return self.family.ops(self.ssh)
+        return self.family.ops(self.ssh, getattr(self.image, "kernel_config", ""))
 
     def mark(self, text: str) -> str:
         """Write `text` into the kernel log; returns the line to look for."""

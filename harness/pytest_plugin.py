@@ -21,7 +21,9 @@ sources it loaded.
 
 Options: --mmap-guest NAME, --mmap-flavour tiny|full, --mmap-accel
 auto|tcg|kvm, --mmap-cache-dir DIR, --mmap-timeout-scale X, --mmap-cold-boot
-(tiny guests start from a snapshot of their first boot otherwise).
+(tiny guests start from a snapshot of their first boot otherwise),
+--mmap-kernel stock|debug (a test's @pytest.mark.mmap_kernel("debug") wins:
+the suite's kernel built with KASAN, lockdep, kmemleak and the rest).
 """
 
 from __future__ import annotations
@@ -63,11 +65,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="stretch every guest timeout (slow hosts)")
     group.addoption("--mmap-cold-boot", action="store_true",
                     help="boot every guest's kernel: never start one from a snapshot")
+    group.addoption("--mmap-kernel", choices=list(images.KERNELS), default=images.STOCK,
+                    help="kernel variant the guests boot (default: stock; a test's "
+                         "@pytest.mark.mmap_kernel wins)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mmap_guest(*names): the guests the `guest` fixture "
                                        "boots for this test (one test per guest)")
+    config.addinivalue_line("markers", "mmap_kernel(variant): the kernel variant (stock, "
+                                       "debug) the `guest` fixture boots for this test")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -91,7 +98,8 @@ def mmap_options(request: pytest.FixtureRequest, mmap_cache_dir: Path) -> LiveOp
     return LiveOptions(mmap_cache_dir, Flavour(config.getoption("--mmap-flavour")),
                        config.getoption("--mmap-accel"),
                        timeouts=Timeouts(scale=config.getoption("--mmap-timeout-scale")),
-                       cold_boot=config.getoption("--mmap-cold-boot"))
+                       cold_boot=config.getoption("--mmap-cold-boot"),
+                       kernel=config.getoption("--mmap-kernel"))
 
 
 class GuestPool:
@@ -102,24 +110,27 @@ class GuestPool:
     def __init__(self, options: LiveOptions, root: Path) -> None:
         self.options = options
         self.root = root
-        self._live: dict[str, LiveGuest] = {}
-        self._failed: dict[str, HarnessError] = {}
+        self._live: dict[tuple[str, str], LiveGuest] = {}
+        self._failed: dict[tuple[str, str], HarnessError] = {}
         self._held = contextlib.ExitStack()
 
-    def get(self, name: str) -> LiveGuest:
-        if name in self._failed:
-            raise self._failed[name]
+    def get(self, name: str, kernel: str | None = None) -> LiveGuest:
+        """The guest `name` booting the `kernel` variant (default: the option's)."""
+        key = (name, kernel or self.options.kernel)
+        if key in self._failed:
+            raise self._failed[key]
         try:
-            live = self._live.get(name)
+            live = self._live.get(key)
             if live is None:
-                live = LiveGuest(guests.find(name), self.options, self.root / name,
-                                 Progress(sys.stderr))
+                live = LiveGuest(guests.find(name),
+                                 dataclasses.replace(self.options, kernel=key[1]),
+                                 self.root / "-".join(key), Progress(sys.stderr))
                 self._held.enter_context(live)
-                self._live[name] = live
+                self._live[key] = live
             elif live.dead_reason():
                 live.reboot()
         except HarnessError as e:
-            self._failed[name] = e
+            self._failed[key] = e
             raise
         return live
 
@@ -153,8 +164,9 @@ _WATCHED = pytest.StashKey[_Watched]()
 @pytest.fixture
 def guest(request: pytest.FixtureRequest, mmap_guests: GuestPool) -> LiveGuest:
     """The running guest named by this test's parameter (see the module doc)."""
+    variant = request.node.get_closest_marker("mmap_kernel")
     try:
-        live = mmap_guests.get(request.param)
+        live = mmap_guests.get(request.param, variant.args[0] if variant else None)
         console_at = live.console_position()
         marker = live.mark(f"test {request.node.nodeid}")
     except HarnessError as e:
@@ -219,15 +231,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 @pytest.fixture(scope="session")
 def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImage]]:
-    """Factory: guest_image(name, flavour="tiny") builds or reuses the cached,
-    verified image; its leases are held until the test session ends."""
-    made: dict[tuple[str, str], images.GuestImage] = {}
+    """Factory: guest_image(name, flavour="tiny", kernel="stock") builds or
+    reuses the cached, verified image; its leases are held until the test
+    session ends."""
+    made: dict[tuple[str, str, str], images.GuestImage] = {}
     with contextlib.ExitStack() as held:
-        def get(name: str, flavour: str = "tiny") -> images.GuestImage:
-            if (name, flavour) not in made:
-                made[name, flavour] = held.enter_context(images.use(
-                    guests.find(name), Flavour(flavour), Cache(mmap_cache_dir), Progress()))
-            return made[name, flavour]
+        def get(name: str, flavour: str = "tiny",
+                kernel: str = images.STOCK) -> images.GuestImage:
+            if (name, flavour, kernel) not in made:
+                made[name, flavour, kernel] = held.enter_context(images.use(
+                    guests.find(name), Flavour(flavour), Cache(mmap_cache_dir),
+                    Progress(sys.stderr), kernel))
+            return made[name, flavour, kernel]
         yield get
 
 

@@ -114,6 +114,7 @@ class GuestResult:
     flavour: str
     dir: str
     kernel_release: str = ""
+    kernel_variant: str = "stock"   # "debug": the suite's kernel with its debug options
     accel: str = ""
     accel_reason: str = ""
     cpu_model: str = ""

@@ -96,6 +96,7 @@ class RunOptions:
     # `run --shard`: per guest name, the drivers that guest runs (None: `drivers` everywhere).
     guest_drivers: dict[str, list[DriverPlan]] | None = None
     cold_boot: bool = False     # never start from a snapshot, nor save one (--cold-boot)
+    kernel: str = "stock"       # or "debug": the suite's kernel built with its debug options
 
     def drivers_for(self, definition: GuestDefinition) -> list[DriverPlan]:
         if self.guest_drivers is None:
@@ -131,8 +132,10 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
     progress.say("run", f"{run_id}: results in {run_dir}")
     try:
         for definition in opts.guests:
+            variant = "" if opts.kernel == "stock" else f"-{opts.kernel}"
             guest = GuestResult(definition.name, opts.flavour.value,
-                                f"{definition.name}-{opts.flavour.value}")
+                                f"{definition.name}-{opts.flavour.value}{variant}",
+                                kernel_variant=opts.kernel)
             result.guests.append(guest)
             GuestRun(opts, definition, run_dir, guest, progress).run()
             results.write_json(result, run_dir / "results.json")
@@ -187,7 +190,7 @@ class GuestRun:
         start = time.monotonic()
         cache = Cache(self.opts.cache_dir)
         image = held.enter_context(self.family.use_image(self.definition, self.opts.flavour,
-                                                         cache, self.progress))
+                                                         cache, self.progress, self.opts.kernel))
         self.result.image_start = "cold" if getattr(image, "built", ()) else "warm"
         self.result.compiler = image.compiler
         self.result.kernel_compiler = image.kernel_compiler
@@ -276,7 +279,7 @@ class GuestRun:
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.drivers:
             run = DriverRun(self.family, guest, ssh, plan, art.modules[plan.key], self.dir,
-                            limits, self.result.timings, self.say)
+                            limits, self.result.timings, self.say, art.static.get(plan.key))
             try:
                 run.run()
             finally:

@@ -308,7 +308,8 @@ def _build_helper(image: GuestImage, cache: Cache, out: Path, log: Path,
     """mh_resume into `out`, compiled in the image's build root (sandboxed, as
     workloads are, and kept in the artifact cache like them)."""
     store = artifacts.Store(cache, lambda text: None)
-    with Builder(image.root, None, 120 * timeout_scale, store, image.verify_root) as b:
+    with Builder(image.root, None, 120 * timeout_scale, store, image.verify_root,
+                 image.kernel_build) as b:
         b.workload(HELPER_SOURCE, out, log, extra_flags=HELPER_FLAGS)
 
 

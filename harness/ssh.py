@@ -86,20 +86,34 @@ BANNER_POLL_S = 0.1
 BANNER_ATTEMPTS = 10
 
 
-def wait_banner(port: int, deadline: float, alive: Callable[[], bool]) -> _Replayed | None:
+def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
+                ready: Callable[[], bool] = lambda: False) -> _Replayed | None:
     """A connection on which an SSH server has sent its banner, or None if
-    none did before `deadline` (or `alive()` turned False)."""
+    none did before `deadline` (or `alive()` turned False).
+
+    While the guest boots, a new attempt starts every BANNER_POLL_S and the
+    oldest of more than BANNER_ATTEMPTS is dropped (a SYN lost before the
+    guest's network was up must not cost a retransmission). Once `ready()`
+    (the guest said its sshd listens, on a network that is up) an attempt is
+    waited for as long as it takes: every connection costs sshd a fork and,
+    from OpenSSH 9.8, an exec of sshd-session, and on one slow vCPU ten of
+    them a second would never let one finish.
+    """
     attempts: list[socket.socket] = []
+    since_ready: set[socket.socket] = set()   # attempts made once the network was up
     next_try = 0.0
     try:
         while time.monotonic() < deadline and alive():
-            if time.monotonic() >= next_try:
+            patient = ready()
+            if time.monotonic() >= next_try and not (patient and since_ready & set(attempts)):
                 next_try = time.monotonic() + BANNER_POLL_S
                 try:
                     attempts.append(socket.create_connection((HOST, port), timeout=1.0))
+                    if patient:
+                        since_ready.add(attempts[-1])
                 except OSError:
                     pass
-                if len(attempts) > BANNER_ATTEMPTS:
+                if len(attempts) > BANNER_ATTEMPTS and not patient:
                     attempts.pop(0).close()
             pause = max(0.0, next_try - time.monotonic())
             if not attempts:
@@ -181,11 +195,13 @@ class GuestSSH:
 
     @classmethod
     def wait(cls, port: int, host_key: paramiko.PKey, client_key: paramiko.PKey,
-             timeout: float, alive: Callable[[], bool], timeout_scale: float = 1.0) -> GuestSSH:
+             timeout: float, alive: Callable[[], bool], timeout_scale: float = 1.0,
+             ready: Callable[[], bool] = lambda: False) -> GuestSSH:
         """Poll until the guest's sshd answers, then connect; SSHError on
-        timeout (`timeout` is already scaled: it is the caller's boot budget)."""
+        timeout (`timeout` is already scaled: it is the caller's boot budget).
+        `ready`: the guest has said its sshd listens (see wait_banner)."""
         deadline = time.monotonic() + timeout
-        sock = wait_banner(port, deadline, alive)
+        sock = wait_banner(port, deadline, alive, ready)
         if sock is not None:
             return cls.connect(port, host_key, client_key, timeout_scale, sock=sock)
         state = "QEMU exited" if not alive() else f"no SSH banner within {timeout:.0f}s"

@@ -26,6 +26,9 @@ class Pattern:
     kind: str
     start: re.Pattern[str]
     fatal: bool
+    # A report of this kind also ends here (one that has no end marker of
+    # its own: a bare stack dump ends with its trace).
+    end: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class KernelReport:
     at_s: float
     lines: list[str] = field(default_factory=list)
     complete: bool = False
+    end: re.Pattern[str] | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
@@ -90,6 +94,11 @@ class Watcher:
         with self._lock:
             self._current = None
 
+    def add(self, report: KernelReport) -> None:
+        """A report found elsewhere than on the console (kmemleak's file)."""
+        with self._lock:
+            self.reports.append(report)
+
     def close(self) -> None:
         with self._lock:
             if self._current is not None:
@@ -103,14 +112,16 @@ class Watcher:
             if current is not None:
                 current.lines.append(line)
                 self._upgrade(current, line)
-                if self.table.end.search(line) or len(current.lines) >= MAX_LINES:
+                if (self.table.end.search(line) or len(current.lines) >= MAX_LINES
+                        or (current.end is not None and current.end.search(line))):
                     current.complete = True
                     self._current = None
                 return
             for p in self.table.patterns:
                 if p.start.search(line):
                     report = KernelReport(p.kind, p.fatal, line,
-                                          round(time.monotonic() - self._start, 3), [line])
+                                          round(time.monotonic() - self._start, 3), [line],
+                                          end=p.end)
                     self.reports.append(report)
                     self._current = report
                     if p.fatal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,3 +48,48 @@ def hardlinked_cache(guest_image, mmap_cache_dir: Path,
     yield copy
     for d in made:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- the debug kernel: ~25 min cold, so built beside the other tests ----------------------
+
+DEBUG_GUEST = "debian-bookworm"
+
+
+def _needs_debug_kernel(item: pytest.Item) -> bool:
+    return "debug_image" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that boot the debug kernel go last: by then its build,
+    started with the session, has had the other tests' time to run in."""
+    items.sort(key=_needs_debug_kernel)   # stable: the others keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def debug_kernel_build(request: pytest.FixtureRequest, mmap_cache_dir: Path,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """When a selected test needs the debug kernel, `images build --kernel
+    debug` starts with the session, niced, in a process of its own: the
+    other tests use the CPU it leaves (a TCG guest keeps about one core of
+    two busy). A test that needs the kernel waits on the cache's lock for
+    it; an absent build costs nothing (the command finds it cached). The
+    process never outlives the session."""
+    if not any(_needs_debug_kernel(i) for i in request.session.items):
+        yield
+        return
+    log = tmp_path_factory.mktemp("debug-kernel") / "images-build.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["nice", "-n", "15", sys.executable, "-m", "harness.cli", "images", "build",
+             "--guest", DEBUG_GUEST, "--kernel", "debug", "--cache-dir", str(mmap_cache_dir)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()        # the harness unwinds: the sandbox and make die with it
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import guests, images, integrity, keys, rootfs
+from harness import debug_kernel, guests, images, integrity, keys, rootfs
 from harness.cache import Cache
 from harness.guests import Flavour
 from harness.rootfs import BuildRoot
@@ -223,10 +223,13 @@ def test_stale_clean_keeps_the_images_of_existing_current_roots(tmp_path: Path):
     definition = guests.default_guest()
     cache = Cache(tmp_path / "cache")
     root_key = rootfs.recipe_key(definition)
-    assert images.current_keys([definition], cache) == {root_key}  # no root: no image yet
+    # the debug kernel's own build root is kept too (its kernel and image once they exist)
+    kbuild_key = rootfs.recipe_key(debug_kernel.kbuild_definition(definition))
+    assert images.current_keys([definition], cache) == {root_key, kbuild_key}  # no image yet
     root = fake_root(cache.path("roots", root_key), "3" * 32)
     kept = images.current_keys([definition], cache)
-    assert kept == {root_key, *(images._image_key(root, definition, f) for f in Flavour)}
+    assert kept == {root_key, kbuild_key,
+                    *(images._image_key(root, definition, f) for f in Flavour)}
 
 
 # --- permissions -----------------------------------------------------------------------

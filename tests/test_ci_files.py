@@ -57,7 +57,8 @@ def test_github_workflow_has_the_jobs() -> None:
     text = GITHUB.read_text()
     for needle in ("guest: [debian-bookworm, debian-trixie]", "--shard ${{ matrix.shard }}/2",
                    "hashFiles('guest_images/**', 'harness/rootfs.py', 'harness/images.py', "
-                   "'harness/initramfs.py')", "actions/upload-artifact@v4", "/dev/kvm",
+                   "'harness/initramfs.py', 'harness/debug_kernel.py')",
+                   "actions/upload-artifact@v4", "/dev/kvm",
                    "cron:", "bench --guest debian-bookworm --guest debian-trixie",
                    "--fail-on-regression", "path: results/history.sqlite", "--junitxml="):
         assert needle in text, needle

@@ -86,6 +86,8 @@ def test_default_run_end_to_end(tmp_path: Path):
     drivers = guest["drivers"]
     assert drivers and all(d["loaded"] for d in drivers)
     assert all(w["status"] == "pass" for d in drivers for w in d["workloads"])
+    # sparse ran on every template driver (Kbuild C=2) and found nothing
+    assert all(d["workloads"][0]["name"] == "harness:sparse" for d in drivers)
     assert all(d["taint"] & 4096 for d in drivers)  # O: an out-of-tree module was loaded
     gdir = run_dir / guest["dir"]
     assert "Linux version 6.1." in (gdir / "console.log").read_text()
@@ -108,6 +110,18 @@ def test_trixie_reports_its_612_kernel(tmp_path: Path):
     guest = data["guests"][0]
     assert guest["kernel_release"].startswith("6.12.")
     assert "gcc-14" in guest["kernel_compiler"] and "14." in guest["compiler"]
+
+
+def test_sid_builds_and_passes_every_template_driver_on_the_newest_kernel(tmp_path: Path):
+    """Debian unstable: the newest packaged kernel (API breakage shows here first)."""
+    r = run_cli("run", "--guest", "debian-sid", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    (guest,) = json.loads((only_run_dir(tmp_path) / "results.json").read_text())["guests"]
+    major = int(guest["kernel_release"].split(".")[0])
+    assert major >= 6 and not guest["kernel_release"].startswith(("6.1.", "6.12."))
+    assert {d["name"] for d in guest["drivers"]} == {"mmap_dmabuf", "mmap_fault", "mmap_remap",
+                                                     "mmap_umem"}
+    assert all(w["status"] == "pass" for d in guest["drivers"] for w in d["workloads"])
 
 
 def test_full_flavour_boots_systemd_from_disk(tmp_path: Path):

@@ -193,3 +193,60 @@ def test_free_memory_shortfall_is_read_again_before_it_counts(monkeypatch):
     verdict = checks.free_memory_settled(100_000, leaking)
     assert verdict.status == "fail" and verdict.metrics["lost_kib"] == 4096
     assert len(calls) == checks.FREE_READS
+
+
+# --- SSH readiness: patient once the guest says sshd listens ----------------------------
+
+class _SlowSSHServer:
+    """Sends an SSH banner `delay` seconds after each connection, as an
+    sshd that forks and execs sshd-session on one slow vCPU does."""
+
+    def __init__(self, delay: float) -> None:
+        import socket
+        import threading
+        self.delay = delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+        self.listener.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn) -> None:
+        import time
+        time.sleep(self.delay)
+        try:
+            conn.sendall(b"SSH-2.0-OpenSSH_10.6p1\r\n")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+
+def test_ssh_readiness_waits_patiently_once_sshd_said_it_listens():
+    import time
+    from harness.ssh import wait_banner
+    server = _SlowSSHServer(delay=1.6)
+    try:
+        # Booting: attempts rotate every second, so a 1.6 s banner never arrives.
+        assert wait_banner(server.port, time.monotonic() + 3.0, lambda: True) is None
+        rotating = server.accepted
+        assert rotating > 10
+        # Ready: one attempt is given the time it takes.
+        got = wait_banner(server.port, time.monotonic() + 5.0, lambda: True, lambda: True)
+        assert got is not None and got.recv(4) == b"SSH-"
+        assert server.accepted - rotating == 1
+    finally:
+        server.close()

@@ -163,14 +163,27 @@ class IllumosOps:
     def unload_report(self, log: str, module: str) -> WorkloadResult:
         return verdicts.unload_report(log, module)
 
+    def leak_scope(self, module: str) -> object | None:
+        return None     # kmem's ::findleaks needs kmdb: not looked for
+
+    def leaks(self, scope: object) -> tuple[WorkloadResult, list[str]]:
+        raise NotImplementedError("no leak scope on illumos")
+
 
 class IllumosFamily:
     name = "illumos"
     patterns = PATTERNS
 
     def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
-                  progress: Progress) -> contextlib.AbstractContextManager[IllumosImage]:
-        """`flavour` and the cache have no meaning for an image the user brings."""
+                  progress: Progress, kernel: str = "stock"
+                  ) -> contextlib.AbstractContextManager[IllumosImage]:
+        """`flavour` and the cache have no meaning for an image the user brings;
+        its kernel is the image's own."""
+        if kernel != "stock":
+            raise ConfigError(f"{definition.name} boots its own image's kernel: there is no "
+                              f"{kernel} variant of it to build",
+                              hint="--kernel debug is for Debian guests; boot a debug "
+                                   "kernel in the image yourself (illumos: `kmdb`, kmem_flags)")
         return use_image(definition, progress)
 
     def choose_accel(self, requested: str, image: IllumosImage, cache_dir: Path) -> AccelChoice:
@@ -216,7 +229,7 @@ class IllumosFamily:
             art.workloads[w.name] = Path(w.name)
         return job.done(art, start, f"in the guest with {version}")
 
-    def ops(self, ssh: GuestSSH) -> IllumosOps:
+    def ops(self, ssh: GuestSSH, kernel_config: str = "") -> IllumosOps:
         return IllumosOps(ssh)
 
     def module_name(self, module_file: Path) -> str:

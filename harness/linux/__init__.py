@@ -26,7 +26,7 @@ from ..progress import Progress
 from ..render import render
 from ..results import WorkloadResult
 from ..ssh import GuestSSH
-from . import checks, load
+from . import boot_args, checks, kmemleak, load
 from .build import Builder
 from .patterns import LINUX as LINUX_PATTERNS
 
@@ -41,8 +41,9 @@ RUN_INIT = re.compile(r"^\[\s*(\d+\.\d+)\] Run \S+ as init process", re.M)
 class LinuxOps:
     """The kernel of one booted Linux guest, over its SSH."""
 
-    def __init__(self, ssh: GuestSSH) -> None:
+    def __init__(self, ssh: GuestSSH, kmemleak: bool = False) -> None:
         self.ssh = ssh
+        self.kmemleak = kmemleak   # the kernel has kmemleak: leaks are looked for
 
     def mark(self, text: str) -> None:
         load.mark(self.ssh, text)
@@ -79,15 +80,24 @@ class LinuxOps:
     def unload_report(self, log: str, module: str) -> WorkloadResult:
         return verdicts.unload_report(log, module)
 
+    def leak_scope(self, module: str) -> kmemleak.Scope | None:
+        return kmemleak.scope(self.ssh, module) if self.kmemleak else None
+
+    def leaks(self, scope: object) -> tuple[WorkloadResult, list[str]]:
+        assert isinstance(scope, kmemleak.Scope)
+        return kmemleak.check(self.ssh, scope)
+
 
 class LinuxFamily:
     name = "linux"
     patterns = tuple(LINUX_PATTERNS)
 
     def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
-                  progress: Progress) -> contextlib.AbstractContextManager[images.GuestImage]:
-        """The debootstrap build root and the flavour's image cut from it, leased."""
-        return images.use(definition, flavour, cache, progress)
+                  progress: Progress, kernel: str = images.STOCK
+                  ) -> contextlib.AbstractContextManager[images.GuestImage]:
+        """The debootstrap build root and the flavour's image cut from it
+        (booting the `kernel` variant), leased."""
+        return images.use(definition, flavour, cache, progress, kernel)
 
     def choose_accel(self, requested: str, image: images.GuestImage,
                      cache_dir: Path) -> accel.AccelChoice:
@@ -98,9 +108,14 @@ class LinuxFamily:
               console_log: Path, kernel_args: list[str], timeout_scale: float,
               snapshots: Cache | None = None,
               say: Callable[[str], None] = lambda _text: None) -> Guest:
-        """A tiny guest starts from its snapshot when `snapshots` has one."""
+        """A tiny guest starts from its snapshot when `snapshots` has one.
+        Boot options the kernel was built without are left out (boot_args)."""
         from ..guest import Guest  # the Linux guest is harness.guest's own; it imports us
-        return Guest(image, accel_name, workdir, console_log, kernel_args, timeout_scale,
+        kept, dropped = boot_args.usable(kernel_args, image.kernel_config)
+        if dropped:
+            say(f"not passing what {image.kernel_release} would ignore: "
+                f"{boot_args.why_dropped(dropped)}")
+        return Guest(image, accel_name, workdir, console_log, kept, timeout_scale,
                      snapshots, say)
 
     def render(self, spec: DriverSpec, out_dir: Path) -> Path:
@@ -115,20 +130,23 @@ class LinuxFamily:
         root = job.image.root  # type: ignore[attr-defined]
         store = artifacts.Store(job.cache, lambda text: job.say("build", text))
         with Builder(root, job.cancel, job.timeout, store,
-                     job.image.verify_root) as b:  # type: ignore[attr-defined]
+                     job.image.verify_root,  # type: ignore[attr-defined]
+                     job.image.kernel_build) as b:  # type: ignore[attr-defined]
             for p in (p for p in job.plans if p.has_module):
                 log = logs / f"{p.key}.log"
                 art.modules[p.key] = (
                     b.module(job.sources[p.key], p.key, job.out, log) if p.external is None
                     else b.external_module(p.external, job.out / "external", log))
+            art.static = {key: b.static[ko] for key, ko in art.modules.items()
+                          if ko in b.static}
             for w in workloads_to_build(job.plans):
                 art.workloads[w.name] = b.workload(w.source, job.out, logs / f"{w.name}.log",
                                                    w.m32, includes)
             art.reused = b.reused
         return job.done(art, start, f"with {b.identity.compiler}")
 
-    def ops(self, ssh: GuestSSH) -> LinuxOps:
-        return LinuxOps(ssh)
+    def ops(self, ssh: GuestSSH, kernel_config: str = "") -> LinuxOps:
+        return LinuxOps(ssh, "CONFIG_DEBUG_KMEMLEAK=y" in kernel_config)
 
     def module_name(self, module_file: Path) -> str:
         return module_file.stem.replace("-", "_")

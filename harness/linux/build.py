@@ -28,8 +28,11 @@ from pathlib import Path
 from types import TracebackType
 
 from .. import artifacts, sandbox
+from ..results import WorkloadResult
+from . import sparse
 from ..errors import BuildError, Interrupted
 from ..plan import ExternalDriver
+from ..debug_kernel import KernelBuild
 from ..rootfs import BuildRoot
 
 BUILD_DIR = "/build"
@@ -61,12 +64,20 @@ class Builder:
 
     def __init__(self, root: BuildRoot, cancel: threading.Event | None,
                  timeout: float, store: artifacts.Store,
-                 verify_root: Callable[[], None] = lambda: None) -> None:
+                 verify_root: Callable[[], None] = lambda: None,
+                 kernel: KernelBuild | None = None) -> None:
         """`timeout`: seconds per job, already scaled (session.Timeouts.build);
-        `verify_root` is called before the first compile."""
+        `verify_root` is called before the first compile; modules are built
+        for `kernel` (a debug kernel, its tree bound where `uname -r` leads)
+        or else for the root's own."""
         self.root = root
         self.verify_root = verify_root
-        self.identity = artifacts.RootIdentity.of(root)
+        self.identity = artifacts.RootIdentity.of(root, kernel)
+        self._kernel_binds = [] if kernel is None else [
+            sandbox.Bind(str(kernel.headers), self.kdir)]
+        # Kbuild runs sparse on every module source where the root has it.
+        self._check_args = sparse.MAKE_ARGS if sparse.available(root.tree) else []
+        self.static: dict[Path, WorkloadResult] = {}    # module product -> harness:sparse
         self.cancel = cancel
         self.timeout = timeout
         self.store = store
@@ -123,7 +134,7 @@ class Builder:
         for b in c.binds:
             if b.writable:
                 sandbox.hand_over(b.host)
-        job = sandbox.Job(str(self.root.tree), c.argv, c.cwd, c.binds,
+        job = sandbox.Job(str(self.root.tree), c.argv, c.cwd, [*c.binds, *self._kernel_binds],
                           kernel_release=self.identity.kernel_release)
         result = sandbox.run(job, self.timeout, self.cancel)
         text = f"$ cd {c.cwd} && {' '.join(c.argv)}\n{result.stdout}"
@@ -137,11 +148,17 @@ class Builder:
         work = self._workdir(f"module-{name}")
         shutil.copytree(src, work, dirs_exist_ok=True)
         inside = f"{BUILD_DIR}/{name}"
-        return self._make(Compile(
+        return self._checked(self._make(Compile(
             f"module {name}", f"module-{name}",
-            ["make", "-C", self.kdir, f"M={inside}", "modules"], inside,
+            ["make", "-C", self.kdir, f"M={inside}", *self._check_args, "modules"], inside,
             [sandbox.Bind(str(work), inside, writable=True)],
-            lambda: work / f"{name}.ko"), out_dir, log)
+            lambda: work / f"{name}.ko"), out_dir, log), log, inside)
+
+    def _checked(self, product: Path, log: Path, module_dir: str) -> Path:
+        """Keep the static checks' verdict on `product`, read from its build log."""
+        if self._check_args:
+            self.static[product] = sparse.verdict(log.read_text(errors="replace"), module_dir)
+        return product
 
     def external_module(self, driver: ExternalDriver, out_dir: Path, log: Path) -> Path:
         """Build someone else's module with its own Makefile (or plain Kbuild).
@@ -161,17 +178,18 @@ class Builder:
         here = work / src.relative_to(tree)
         if any((here / f).is_file() for f in ("Makefile", "makefile", "GNUmakefile")):
             argv = ["make", f"KERNEL_SRC={self.kdir}", f"KDIR={self.kdir}",
-                    f"KERNELDIR={self.kdir}", *driver.make_args]
+                    f"KERNELDIR={self.kdir}", *self._check_args, *driver.make_args]
         else:
-            argv = ["make", "-C", self.kdir, f"M={inside}", "modules", *driver.make_args]
+            argv = ["make", "-C", self.kdir, f"M={inside}", *self._check_args, "modules",
+                    *driver.make_args]
         hint = "" if driver.source_tree else (
             "only its own directory was copied: if its Makefile reaches outside it "
             "(e.g. $(PWD)/../include), give the tree with --source-tree DIR")
         what = f"the module in {src}"
-        return self._make(Compile(
+        return self._checked(self._make(Compile(
             what, f"external-{src.name}", argv, inside,
             [sandbox.Bind(str(work), mount, writable=True)],
-            lambda: _one_module(here, what, log), hint=hint), out_dir, log)
+            lambda: _one_module(here, what, log), hint=hint), out_dir, log), log, mount)
 
     def _include(self, d: Path) -> sandbox.Bind:
         """A read-only copy of header directory `d`, made once per Builder."""
