@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="stock: the suite's packaged kernel (default); debug: the same "
                              "source built with KASAN, KFENCE, DEBUG_VM, DEBUG_PAGEALLOC, "
                              "PAGE_TABLE_CHECK, lockdep, kmemleak, UBSAN (built once per "
-                             "cache: ~25 min on 2 cores)")
+                             "cache: ~15 min on 2 cores)")
 
     def cold_boot_option(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--cold-boot", action="store_true",

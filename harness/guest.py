@@ -29,12 +29,23 @@ from .linux.patterns import TABLE as LINUX_TABLE
 from .watcher import ReportTable, Watcher
 
 
+# The debug kernel's KASAN shadow, kmemleak's pool, page poisoning and
+# lockdep's tables do not fit in a 512 MiB guest: it panicked at boot
+# ("System is deadlocked on memory").
+DEBUG_MEMORY_MIB = 1536
+
+
+def _least_memory(image: GuestImage) -> int:
+    return DEBUG_MEMORY_MIB if getattr(image, "kernel_build", None) is not None else 0
+
+
 def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:
     q = image.definition.qemu
     return MachineSpec(name=f"mmap-harness-{image.definition.name}-{os.getpid()}",
                        kernel=image.kernel, initrd=image.initrd,
                        kernel_args=image.kernel_args + kernel_args, accel=accel,
-                       machine=q.machine, memory_mib=q.memory_mib, cpus=q.cpus,
+                       machine=q.machine, memory_mib=max(q.memory_mib, _least_memory(image)),
+                       cpus=q.cpus,
                        cpu_model=q.cpu_model, disk=image.disk)
 
 

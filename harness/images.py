@@ -256,13 +256,7 @@ def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
         modules = root.tree / "lib/modules" / release
     else:
         release = kernel_build.release
-        elf = kernel_build.vmlinux.read_bytes()
-        if not kernel_image.has_pvh_entry(elf):
-            raise ImageBuildError(f"the debug kernel {kernel_build.dir} has no PVH entry note: "
-                                  "QEMU cannot boot it directly",
-                                  hint="Debian's config has CONFIG_PVH=y; check the kernel's "
-                                       "config file in that directory")
-        (out / "vmlinux").write_bytes(elf)
+        shutil.copyfile(kernel_build.bzimage, out / "vmlinuz")   # see KernelBuild.bzimage
         modules = kernel_build.modules
     if flavour is Flavour.TINY:
         initramfs.build(root, definition, out, modules)

@@ -50,7 +50,7 @@ def hardlinked_cache(guest_image, mmap_cache_dir: Path,
         shutil.rmtree(d, ignore_errors=True)
 
 
-# --- the debug kernel: ~25 min cold, so built beside the other tests ----------------------
+# --- the debug kernel: ~15 min cold, so built beside the other tests ----------------------
 
 DEBUG_GUEST = "debian-bookworm"
 

@@ -5,7 +5,7 @@ kmemleak and UBSAN, it catches what a stock kernel lets through.
 Each broken fixture (tests/fixtures/debug, one real module per bug) runs
 twice through `run`: on the stock kernel it passes unnoticed, on the debug
 kernel it fails with a kernel report of its own kind. The first test that
-needs the debug kernel builds it (~25 min on 2 cores, once per cache).
+needs the debug kernel builds it (~15 min on 2 cores, once per cache).
 """
 
 from __future__ import annotations
@@ -48,6 +48,18 @@ def test_a_config_missing_a_debug_option_is_named():
                      if v == "y" and o != "PAGE_TABLE_CHECK")
     assert debug_kernel.missing_options(config, debug_kernel.DEBUG_OPTIONS) == \
         ["CONFIG_PAGE_TABLE_CHECK"]
+
+
+def test_the_kept_build_tree_is_what_a_module_build_reads():
+    kept = {rel: debug_kernel._kept(rel, rel.rsplit("/", 1)[-1]) for rel in (
+        "include/linux/mm.h", "include/config/auto.conf", "arch/x86/include/generated/asm/x.h",
+        "scripts/mod/modpost", "scripts/module.lds", "tools/objtool/objtool", "Module.symvers",
+        ".config", "Makefile", "arch/x86/Makefile", "drivers/net/Kconfig",
+        "drivers/gpu/drm/amd/include/huge_registers.h", "kernel/fork.c", "kernel/fork.o",
+        "arch/arm64/Makefile", "scripts/basic/.fixdep.cmd", "tools/objtool/check.c")}
+    assert [rel for rel, keep in kept.items() if not keep] == [
+        "drivers/gpu/drm/amd/include/huge_registers.h", "kernel/fork.c", "kernel/fork.o",
+        "arch/arm64/Makefile", "scripts/basic/.fixdep.cmd", "tools/objtool/check.c"]
 
 
 # kmemleak's file after rmmod: the module's frames are bare addresses.
