@@ -130,8 +130,13 @@ class Watcher:
 
     def _upgrade(self, report: KernelReport, line: str) -> None:
         """A report that began as a warning may turn out worse (panic_on_warn)."""
-        if "cut here" in report.first_line and "WARNING:" in line:
-            report.first_line = line  # the line that says where
+        if "cut here" in report.first_line:
+            # The cut-here line opens WARNs and BUGs alike: the next line says which.
+            for p in self.table.patterns:
+                if p.start.search(line) and "cut here" not in line:
+                    report.kind, report.first_line = p.kind, line
+                    report.fatal = report.fatal or p.fatal
+                    break
         for p in self.table.patterns:
             if p.fatal and p.start.search(line):
                 report.fatal = True
