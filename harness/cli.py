@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout-scale", type=float, default=1.0,
                      help="multiply every timeout (slow hosts)")
     cold_boot_option(run)
+    run.add_argument("--strict-sparse", action="store_true",
+                     help="a sparse finding in a module's own sources fails the run "
+                          "(default: a 'warn' row that does not)")
 
     bn = sub.add_parser("bench", help="benchmark the drivers' mappings against anonymous "
                                       "memory, time the loop against its floor")
@@ -356,6 +359,7 @@ def _cmd_run(args: argparse.Namespace, progress: Progress) -> int:
         cache_dir=args.cache_dir or default_cache_dir(), accel=args.accel,
         kernel_args=args.kernel_arg, debug_boot=not args.no_debug_boot,
         fuzz_seed=seed, fuzz_ops=args.fuzz_ops, cold_boot=args.cold_boot, kernel=args.kernel,
+        strict_static=args.strict_sparse,
         timeouts=session.Timeouts(workload_s=args.workload_timeout, scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     print(table(result))

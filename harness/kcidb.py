@@ -46,7 +46,7 @@ import re
 
 ORIGIN = "mmap_harness"
 VERSION = {"major": 5, "minor": 3}
-STATUS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "kernel-crash": "FAIL",
+STATUS = {"pass": "PASS", "warn": "PASS", "fail": "FAIL", "error": "ERROR", "kernel-crash": "FAIL",
           "skipped": "SKIP", "skip": "SKIP"}
 BOOT_STATUS = {"boot": "FAIL", "kernel-crash": "FAIL", "build": "SKIP"}
 EXCERPT_MAX = 16384  # the schema's maxLength of log_excerpt

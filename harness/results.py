@@ -33,7 +33,9 @@ results.json (schema 1) -- names scripts may rely on; fields are only added:
             "name", "loaded", "taint", "taint_flags", "error",
             "error_kind" ("", "driver": insmod/rmmod refused or no device node,
                           "kernel-crash", "hang"),
-            "workloads": [{"name", "status": "pass" | "fail" | "error" | "kernel-crash",
+            "workloads": [{"name", "status": "pass" | "warn" | "fail" | "error" | "kernel-crash"
+                               ("warn": a finding that does not fail the run, such as
+                                sparse's on someone else's driver; --strict-sparse fails it),
                            "metrics": {...}, "message", "seconds"}]}]}],
      "bench": {...} (`mmap-harness bench` only: see harness/bench.py and the README)}
 """
@@ -43,11 +45,13 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 SCHEMA = 1
-PASS, FAIL, ERROR, KERNEL_CRASH = "pass", "fail", "error", "kernel-crash"
+PASS, WARN, FAIL, ERROR, KERNEL_CRASH = "pass", "warn", "fail", "error", "kernel-crash"
+# What a driver may have and still pass.
+OK = (PASS, WARN)
 # /proc/sys/kernel/tainted bits, as Documentation/admin-guide/tainted-kernels.rst names them.
 TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
 
@@ -66,7 +70,12 @@ class WorkloadResult:
 
     @property
     def passed(self) -> bool:
-        return self.status == PASS
+        return self.status in OK
+
+
+def strictly(w: WorkloadResult) -> WorkloadResult:
+    """`w` with a warning made a failure (--strict-sparse)."""
+    return replace(w, status=FAIL) if w.status == WARN else w
 
 
 @dataclass
@@ -81,7 +90,7 @@ class DriverResult:
 
     @property
     def passed(self) -> bool:
-        return self.loaded and not self.error and all(w.status == PASS for w in self.workloads)
+        return self.loaded and not self.error and all(w.passed for w in self.workloads)
 
 
 @dataclass
@@ -195,7 +204,7 @@ def write_junit(run: RunResult, path: Path) -> None:
                               time=f"{g.timings.total_s:.3f}")
         cases = _cases(g)
         logs = _guest_logs(path.parent / (g.dir or guest)) if any(
-            c[3] != PASS for c in cases) else ""
+            c[3] not in OK for c in cases) else ""
         for classname, name, seconds, status, message, output in cases:
             case = ET.SubElement(suite, "testcase", classname=classname, name=name,
                                  time=f"{seconds:.3f}")
@@ -206,6 +215,8 @@ def write_junit(run: RunResult, path: Path) -> None:
             elif status == ERROR:
                 ET.SubElement(case, "error", message=_xml_text(message)[:500],
                               type=status).text = text
+            if status == WARN:     # JUnit has no warnings: the case passes and says why
+                output = f"{status}: {message}\n{output}"
             if output:
                 ET.SubElement(case, "system-out").text = _xml_text(output)
         suite.set("tests", str(len(cases)))

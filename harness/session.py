@@ -40,7 +40,7 @@ from .guests import Flavour, GuestDefinition
 from .plan import DriverPlan
 from .progress import Progress
 from .qemu import qemu_version
-from .results import BuildCounts, GuestResult, RunResult, report_dict
+from .results import BuildCounts, GuestResult, RunResult, report_dict, strictly
 from .ssh import GuestSSH
 
 # A guest that hangs silently while booting gets one more boot (see _boot_with_one_retry).
@@ -97,6 +97,7 @@ class RunOptions:
     guest_drivers: dict[str, list[DriverPlan]] | None = None
     cold_boot: bool = False     # never start from a snapshot, nor save one (--cold-boot)
     kernel: str = "stock"       # or "debug": the suite's kernel built with its debug options
+    strict_static: bool = False  # a static check's finding fails (--strict-sparse), not warns
 
     def drivers_for(self, definition: GuestDefinition) -> list[DriverPlan]:
         if self.guest_drivers is None:
@@ -278,8 +279,11 @@ class GuestRun:
                *self.opts.workload_env)
         limits = Limits(self.timeouts.command_s, self.timeouts.workload_s, env)
         for plan in self.drivers:
+            static = art.static.get(plan.key)
+            if static is not None and self.opts.strict_static:
+                static = strictly(static)
             run = DriverRun(self.family, guest, ssh, plan, art.modules[plan.key], self.dir,
-                            limits, self.result.timings, self.say, art.static.get(plan.key))
+                            limits, self.result.timings, self.say, static)
             try:
                 run.run()
             finally:

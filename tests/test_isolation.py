@@ -164,7 +164,12 @@ def test_real_world_makefiles_build_and_load(driver, device, workload, tmp_path:
     assert r.returncode == 0, r.stdout + r.stderr
     (guest,) = only_results(tmp_path)["guests"]
     (d,) = guest["drivers"]
-    assert d["loaded"] and all(w["status"] == "pass" for w in d["workloads"])
+    # sparse's findings in someone else's code warn; they do not fail the run
+    assert d["loaded"] and all(w["status"] == "pass" or (w["name"], w["status"]) ==
+                               ("harness:sparse", "warn") for w in d["workloads"])
+    if driver == "ldd_tree/scullpage":   # its header has a comment gcc warns about
+        assert d["workloads"][0]["message"].startswith(
+            "sparse: 1 finding(s), first ldd_compat.h:4:30: warning: \"/*\" within comment")
     if driver == "vendor_ring":  # the module says which kernel it was compiled for
         (check,) = [w for w in d["workloads"] if w["name"] == "ring_check"]
         assert check["metrics"]["built_for"] == guest["kernel_release"]

@@ -89,6 +89,14 @@ def test_3_a_plain_failure_reports_what_the_kernel_saw(guest, kmod):
     mod = kmod(FIXTURES / "thirdparty_ring", {{"pages": 8}}, device="/dev/tp_ring")
     run = guest.run_c(FIXTURES / "thirdparty_ring" / "tp_ring_check.c", mod.device)
     assert run.json["pages"] == 7, "wrong on purpose"
+
+
+def test_4_a_leak_shows_though_the_program_came_after_the_load(guest, kmod):
+    mod = kmod(FIXTURES / "bad_leak", device="/dev/bad_leak")
+    guest.run_c(FIXTURES / "bad_probe.c", mod.device)   # uploaded while loaded: not the leak
+    verdicts = {{v.name: v for v in mod.unload()}}
+    lost = verdicts["harness:free-memory"].metrics["lost_kib"]
+    assert not verdicts["harness:free-memory"].passed and lost > 4096, "leaked, but not seen"
 '''
 
 
@@ -107,6 +115,9 @@ def test_a_crash_fails_its_test_and_the_next_test_runs_on_a_fresh_guest(
     assert "Call Trace" in report and "the guest kernel crashed" in report
     assert len(cases[f"test_2_next_test_gets_a_fresh_guest[{GUESTS[0]}]"]) == 0 or \
         cases[f"test_2_next_test_gets_a_fresh_guest[{GUESTS[0]}]"][0].tag == "system-err", out
+
+    leak = cases[f"test_4_a_leak_shows_though_the_program_came_after_the_load[{GUESTS[0]}]"]
+    assert leak.find("failure") is None and leak.find("error") is None, out[-6000:]
 
     plain = cases[f"test_3_a_plain_failure_reports_what_the_kernel_saw[{GUESTS[0]}]"]
     assert plain.find("failure") is not None and "wrong on purpose" in out

@@ -154,6 +154,28 @@ def test_junit_counts_failures(tmp_path: Path):
     assert failure is not None and "Oops" in failure.text
 
 
+def test_a_warning_passes_its_driver_and_says_why_in_junit(tmp_path: Path):
+    run = results.RunResult("r2", "2026-01-01T00:00:00+00:00", {"hostname": "h"})
+    g = results.GuestResult("debian-bookworm", "tiny", "debian-bookworm-tiny")
+    d = results.DriverResult("vendor", loaded=True)
+    d.workloads = [results.WorkloadResult("harness:sparse", "warn", {"warnings": 1},
+                                          "sparse: 1 finding(s), first v.c:3:1: warning: x"),
+                   results.WorkloadResult("check", "pass")]
+    g.drivers.append(d)
+    g.settle()
+    run.guests.append(g)
+    run.settle()
+    assert d.passed and run.status == "pass"
+    results.write_junit(run, tmp_path / "junit.xml")
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "0" and suite.get("errors") == "0"
+    out = suite.find(".//testcase[@name='harness:sparse']/system-out")
+    assert out is not None and out.text.startswith("warn: sparse: 1 finding(s)")
+    assert "warn" in results.table(run) and "first v.c:3:1" in results.table(run)
+    d.workloads[0] = results.strictly(d.workloads[0])
+    assert not d.passed
+
+
 def test_table_shows_status_and_timings():
     text = results.table(_sample_run())
     assert "kernel-crash" in text and "boot-to-SSH" in text and "FAIL" in text
