@@ -16,10 +16,14 @@ from __future__ import annotations
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from .results import FAIL, PASS, WorkloadResult
 from .ssh import GuestSSH
+
+if TYPE_CHECKING:
+    from .family import KernelOps
 
 # Free-memory noise across one driver, measured with the per-CPU lists counted
 # and the page cache dropped: under 200 KiB in a tiny guest; up to ~800 KiB for
@@ -61,6 +65,25 @@ def unload_report(log: str, module: str) -> WorkloadResult:
     return WorkloadResult("harness:unload", PASS if left == 0 else FAIL,
                           {"pages_still_allocated": left},
                           "" if left == 0 else f"{left} page(s) leaked at unload")
+
+
+def after_unload(kernel: KernelOps, module: str, since: str, template: bool,
+                 free_before_kib: int, scope: object | None,
+                 announce: Callable[[str], None] = lambda _step: None
+                 ) -> Iterator[tuple[WorkloadResult, list[str]]]:
+    """The verdicts on a module that unloaded, each yielded as soon as it is
+    made (so a crash during one is that one's), with the objects kmemleak
+    blamed on it: the kernel log clean since the line `since`, a template
+    driver's unload line, free memory back to `free_before_kib`, and where
+    the kernel has kmemleak, `scope` (leak_scope, read while loaded)."""
+    log = kernel.kernel_log()
+    yield kernel.log_clean(log, since), []
+    if template:
+        yield kernel.unload_report(log, module), []
+    yield free_memory_settled(free_before_kib, kernel.free_kib), []
+    if scope is not None:
+        announce("harness:kmemleak")      # seconds of waiting and scanning
+        yield kernel.leaks(scope)
 
 
 def free_memory_settled(before_kib: int, read_kib: Callable[[], int]) -> WorkloadResult:

@@ -70,6 +70,9 @@ class DriverRun:
             raise GuestDied(f"a command hung during {self.step}") from None
         return self.result
 
+    def _set_step(self, step: str) -> None:
+        self.step = step
+
     def _record(self, w: WorkloadResult) -> None:
         self.result.workloads.append(w)
         self.say("run", f"{self.result.name}/{w.name}: {w.status} {w.message}".split("\n")[0])
@@ -116,18 +119,16 @@ class DriverRun:
         d.error_kind = DRIVER if d.error else ""
         d.taint = self.kernel.taint()
         d.taint_flags = self.family.taint_flags(d.taint)
-        log = self.kernel.kernel_log()
-        self._record(self.kernel.log_clean(log, f"mmap-harness: loading {self.module}"))
-        if not d.error and self.plan.spec is not None:
-            self._record(self.kernel.unload_report(log, self.module))
-        if not d.error:
-            self._record(checks.free_memory_settled(self.free_before, self.kernel.free_kib))
-        if not d.error and scope is not None:
-            self.step = "harness:kmemleak"
-            row, leaked = self.kernel.leaks(scope)
-            self._record(row)
-            if leaked and self.guest.watcher is not None:
-                self.guest.watcher.add(leak_report(leaked))
+        since = f"mmap-harness: loading {self.module}"
+        if d.error:
+            self._record(self.kernel.log_clean(self.kernel.kernel_log(), since))
+        else:
+            for row, leaked in checks.after_unload(
+                    self.kernel, self.module, since, self.plan.spec is not None,
+                    self.free_before, scope, self._set_step):
+                self._record(row)
+                if leaked and self.guest.watcher is not None:
+                    self.guest.watcher.add(leak_report(leaked))
         self.timings.load_s = round(self.timings.load_s + time.monotonic() - start, 3)
 
     def _died(self, reason: str) -> None:

@@ -93,3 +93,20 @@ def debug_kernel_build(request: pytest.FixtureRequest, mmap_cache_dir: Path,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class ConsoleLines:
+    """Whole console lines for a Watcher (what Console.subscribe delivers)."""
+
+    started = 0.0
+
+    def __init__(self) -> None:
+        self.listeners: list = []
+
+    def subscribe(self, listener) -> None:
+        self.listeners.append(listener)
+
+    def feed(self, text: str) -> None:
+        for line in text.split("\n"):
+            for listener in self.listeners:
+                listener(line)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ConsoleLines
 from harness import debug_kernel, integrity
 from harness.linux import boot_args, kmemleak
 from harness.linux.patterns import TABLE as LINUX_TABLE
@@ -88,23 +89,6 @@ def test_kmemleak_objects_are_attributed_by_the_module_s_memory():
     assert not where.holds(0xffffffffc0203000)
 
 
-class _Lines:
-    """Whole console lines for a Watcher, as Console.subscribe delivers them."""
-
-    started = 0.0
-
-    def __init__(self) -> None:
-        self.listeners: list = []
-
-    def subscribe(self, listener) -> None:
-        self.listeners.append(listener)
-
-    def feed(self, text: str) -> None:
-        for line in text.split("\n"):
-            for listener in self.listeners:
-                listener(line)
-
-
 SLEEP_IN_ATOMIC = """[   12.101] BUG: sleeping function called from invalid context at include/linux/uaccess.h:156
 [   12.102] in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 230, name: debug_probe
 [   12.103] Call Trace:
@@ -117,7 +101,7 @@ SLEEP_IN_ATOMIC = """[   12.101] BUG: sleeping function called from invalid cont
 def test_a_report_without_an_end_marker_ends_with_its_trace():
     """A sleep-in-atomic report is a bare stack dump: it ends at </TASK>, and
     the KASAN report after it is a report of its own."""
-    lines = _Lines()
+    lines = ConsoleLines()
     w = Watcher(lines, LINUX_TABLE)
     lines.feed(SLEEP_IN_ATOMIC)
     assert [(r.kind, r.fatal) for r in w.reports] == [("sleep-in-atomic", False),

@@ -27,6 +27,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from conftest import ConsoleLines
 from harness import cli, guests, images
 from harness.cache import Cache
 from harness.errors import ConfigError, InfraError
@@ -425,23 +426,6 @@ def test_typed_commands_report_their_exit_status_and_not_their_echo():
 # ------------------------------------------------------------ kernel reports
 
 
-class Lines:
-    """Whole console lines for a Watcher (what Console.subscribe delivers)."""
-
-    started = 0.0
-
-    def __init__(self) -> None:
-        self.listeners = []
-
-    def subscribe(self, listener) -> None:
-        self.listeners.append(listener)
-
-    def feed(self, text: str) -> None:
-        for line in text.split("\n"):
-            for listener in self.listeners:
-                listener(line)
-
-
 def c(fmt: str, *args) -> str:
     """A kernel printf format (%p printed as hex) filled in, as the console shows it."""
     return (fmt.replace("%p", "%x").replace("%lx", "%x").replace("%lld", "%d")
@@ -473,7 +457,7 @@ def bad_trap_report() -> str:
 
 
 def test_bad_trap_is_one_fatal_report_to_the_dump_line():
-    lines = Lines()
+    lines = ConsoleLines()
     w = Watcher(lines, patterns.TABLE)
     lines.feed("NOTICE: vioif0 link up, 1000 Mbps, full duplex\nWARNING: a warning\n")
     assert w.reports == [] and not w.fatal.is_set()
@@ -497,7 +481,7 @@ def test_bad_trap_is_one_fatal_report_to_the_dump_line():
     ("".join(KMEM) + "buffer=fffffe0165a3c000  bufctl=0  cache: kmem_alloc_4096", "kmem"),
 ])
 def test_other_illumos_reports(text: str, kind: str):
-    lines = Lines()
+    lines = ConsoleLines()
     w = Watcher(lines, patterns.TABLE)
     lines.feed(text + "\n" + c(PANIC, 0, 1) + "kernel heap corruption detected\n\n"
                "dump aborted: please record the above information!")
@@ -506,7 +490,7 @@ def test_other_illumos_reports(text: str, kind: str):
 
 
 def test_each_family_reads_only_its_own_reports():
-    lines = Lines()
+    lines = ConsoleLines()
     linux = Watcher(lines, LINUX_TABLE)
     illumos = Watcher(lines, patterns.TABLE)
     lines.feed(bad_trap_report())
