@@ -11,6 +11,7 @@ first boot when there is a sound one, and its first boot saves one
 
 from __future__ import annotations
 
+import re
 import os
 import threading
 import time
@@ -37,6 +38,15 @@ DEBUG_MEMORY_MIB = 1536
 
 def _least_memory(image: GuestImage) -> int:
     return DEBUG_MEMORY_MIB if getattr(image, "kernel_build", None) is not None else 0
+
+
+# What a guest's console says once its sshd listens: the tiny init's line,
+# or systemd's for the full flavour's ssh.service (Type=notify: after the bind).
+SSHD_LISTENS = re.compile(rf"{re.escape(snapshot.READY_LINE)}|Started .*OpenBSD Secure Shell server")
+
+
+def sshd_listens(line: str) -> bool:
+    return SSHD_LISTENS.search(line) is not None
 
 
 def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:
@@ -106,7 +116,7 @@ class Guest:
         self.machine.console.subscribe(self._on_line)
 
     def _on_line(self, line: str) -> None:
-        if snapshot.READY_LINE in line:
+        if sshd_listens(line):
             self._sshd_ready.set()
 
     def _restore(self) -> bool:
@@ -253,11 +263,12 @@ class Guest:
     def _booting(self, silence: float, abandon: Callable[[], bool]) -> Callable[[], bool]:
         """Whether a wait on the booting guest should go on: QEMU alive, no
         fatal kernel report, the console not silent for `silence` seconds,
-        and the caller still wanting the guest."""
+        and the caller still wanting the guest. Once sshd said it listens a
+        quiet console is no hang (a full guest waits at its login prompt)."""
         watcher = self.watcher
         assert watcher is not None
-        return lambda: (self.dead_reason() is None and watcher.silent_for < silence
-                        and not abandon())
+        return lambda: (self.dead_reason() is None and not abandon() and
+                        (watcher.silent_for < silence or self._sshd_ready.is_set()))
 
     def _connect(self, timeout: float, silence: float,
                  abandon: Callable[[], bool]) -> GuestSSH:
@@ -279,7 +290,8 @@ class Guest:
             why, hung = e.message, False
             if watcher.fatal.is_set():
                 why = self.dead_reason() or why
-            elif self.machine.alive() and watcher.silent_for >= silence:
+            elif (self.machine.alive() and watcher.silent_for >= silence
+                  and not self._sshd_ready.is_set()):
                 why, hung = f"the console printed nothing for {silence:.0f}s (hung?)", True
             if self.machine.alive():
                 self.save_registers(self.machine.console_log.parent / "registers.txt")

@@ -272,3 +272,12 @@ def test_ssh_readiness_waits_patiently_once_sshd_said_it_listens():
         assert server.accepted - rotating == 1
     finally:
         server.close()
+
+
+def test_sshd_readiness_is_read_from_either_flavour_s_console():
+    from harness.guest import sshd_listens
+    assert sshd_listens("mmap-harness: sshd started")
+    assert sshd_listens("[\x1b[0;32m  OK  \x1b[0m] Started \x1b[0;1;39mssh.service\x1b[0m - "
+                        "OpenBSD Secure Shell server.")
+    assert not sshd_listens("         Starting \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure "
+                            "Shell server...")
