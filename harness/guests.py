@@ -27,6 +27,9 @@ class Flavour(str, Enum):
     FULL = "full"   # debootstrap root with systemd on an ext4 disk image
 
 
+# Debian architectures a guest may have; all boot in qemu-system-x86_64.
+ARCHES = ("amd64", "i386")
+
 @dataclass(frozen=True)
 class Debian:
     """What debootstrap and apt install for a Debian guest and its build root."""
@@ -36,6 +39,9 @@ class Debian:
     headers_package: str
     compiler_package: str = "gcc"
     extra_packages: list[str] = field(default_factory=list)
+    # Debian's name for the guest's architecture: amd64, or i386 (a 32-bit
+    # guest; its build root's programs run on the x86-64 host as they are).
+    arch: str = "amd64"
     mirror: str = ""  # empty: debootstrap's own default mirror
     # The keys the archive's Release file must verify against (debootstrap
     # stops otherwise); empty: Debian's, from debian-archive-keyring.
@@ -131,6 +137,9 @@ def _validate_debian(d: Debian, where: str) -> None:
             raise ConfigError(f"{where}: {p!r} is not a Debian package name")
     if not _NAME.match(d.suite):
         raise ConfigError(f"{where}: suite {d.suite!r} is not a Debian suite name")
+    if d.arch not in ARCHES:
+        raise ConfigError(f"{where}: debian.arch {d.arch!r} is not one the harness boots",
+                          hint=f"choose one of: {', '.join(ARCHES)}")
 
 
 def _validate_image(g: GuestDefinition, where: str, data: dict) -> None:

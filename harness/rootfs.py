@@ -92,6 +92,11 @@ class BuildRoot:
         return self.manifest["kernel_release"]
 
     @property
+    def arch(self) -> str:
+        """Debian's name for the root's architecture (guests.ARCHES)."""
+        return self.manifest.get("arch", "amd64")
+
+    @property
     def build_id(self) -> str:
         """New for every build: tells a rebuilt root from the one it replaced."""
         return self.manifest["build_id"]
@@ -132,6 +137,7 @@ def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
         "kernel_sha256": integrity.sha256_file(tree / "boot" / f"vmlinuz-{release}"),
         "guest": definition.name,
         "suite": definition.debian.suite,
+        "arch": definition.debian.arch,
         "kernel_release": release,
         "kernel_compiler": _kernel_compiler(tree, release),
         "compiler": chroot_output(tree, ["gcc", "--version"]).splitlines()[0],
@@ -172,7 +178,8 @@ def _debootstrap(definition: GuestDefinition, tree: Path, log: Path, debs: Path,
                         hint="install debian-archive-keyring and gpgv (`bash ci/bootstrap.sh` "
                              "does), or fix debian.keyring in the guest definition")
     debs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cmd = [*CONFINED, "debootstrap", "--variant=minbase", f"--keyring={keyring}",
+    cmd = [*CONFINED, "debootstrap", "--variant=minbase", f"--arch={d.arch}",
+           f"--keyring={keyring}",
            "--force-check-gpg", f"--cache-dir={debs.resolve()}",
            f"--include={','.join(packages(definition))}", d.suite, str(tree)]
     if d.mirror:

@@ -58,6 +58,7 @@ class Job:
     env: dict[str, str] = field(default_factory=dict)   # on top of the normal ones
     as_root: bool = False       # run as root in the sandbox (still a throwaway layer)
     kernel_release: str = ""    # what `uname -r` answers; empty: the host's
+    linux32: bool = False       # `uname -m` says i686, as on a 32-bit machine (Kbuild's ARCH)
 
 
 def hand_over(tree: str | os.PathLike[str]) -> None:

@@ -50,6 +50,7 @@ _MS_REMOUNT = 0x20
 _MS_BIND = 0x1000
 _MS_REC = 0x4000
 _PR_SET_NO_NEW_PRIVS = 38
+_PER_LINUX32 = 0x0008
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -164,6 +165,8 @@ def _exec(merged: str, spec: dict) -> None:
         os.setgid(BUILD_GID)
         os.setuid(BUILD_UID)
     os.umask(0o022)
+    if spec["linux32"] and _libc.personality(_PER_LINUX32) == -1:
+        raise OSError(ctypes.get_errno(), "personality(PER_LINUX32) failed")
     # Nothing the command runs can gain privileges (setuid bits, file capabilities).
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")

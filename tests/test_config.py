@@ -69,6 +69,16 @@ def test_guest_package_names_are_checked(tmp_path: Path):
         guests.load_definition(tmp_path / "debian-bookworm.toml")
 
 
+def test_a_guest_s_architecture_is_one_the_harness_boots(tmp_path: Path):
+    assert guests.find("debian-bookworm").debian.arch == "amd64"     # the default
+    assert guests.find("debian-bookworm-686").debian.arch == "i386"
+    text = (guests.GUEST_DIR / "debian-bookworm-686.toml").read_text()
+    (tmp_path / "debian-bookworm-686.toml").write_text(text.replace('"i386"', '"arm64"'))
+    with pytest.raises(ConfigError, match="debian.arch 'arm64' is not one the harness boots") as e:
+        guests.load_definition(tmp_path / "debian-bookworm-686.toml")
+    assert e.value.hint == "choose one of: amd64, i386"
+
+
 def test_shipped_driver_specs_validate():
     specs = drivers.all_specs()
     assert specs and all(s.workloads for s in specs)

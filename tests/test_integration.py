@@ -124,6 +124,47 @@ def test_sid_builds_and_passes_every_template_driver_on_the_newest_kernel(tmp_pa
     assert all(w["status"] == "pass" for d in guest["drivers"] for w in d["workloads"])
 
 
+def test_686_pae_has_highmem_and_passes_every_template_driver(tmp_path: Path):
+    """32-bit x86: a build root of i386 programs (Kbuild sees i686), one data
+    model only, and memory past lowmem: highmem."""
+    r = run_cli("run", "--guest", "debian-bookworm-686", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    (guest,) = json.loads((only_run_dir(tmp_path) / "results.json").read_text())["guests"]
+    assert guest["kernel_release"].endswith("-686-pae")
+    assert {d["name"] for d in guest["drivers"]} == {"mmap_dmabuf", "mmap_fault", "mmap_remap",
+                                                     "mmap_umem"}
+    rows = {w["name"]: w for d in guest["drivers"] for w in d["workloads"]}
+    assert all(w["status"] == "pass" for d in guest["drivers"] for w in d["workloads"])
+    assert rows["umem_compat"]["metrics"]["data_models"] == 1
+    assert rows["umem_limits"]["metrics"]["pointer_bits"] == 32
+    seen = run_cli("exec", "--guest", "debian-bookworm-686", "--", "sh", "-c",
+                   "uname -m; sed -n 's/^HighTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo")
+    assert seen.returncode == 0, seen.stderr
+    machine, high_kib = seen.stdout.split()
+    assert machine == "i686" and int(high_kib) > 100 * 1024
+
+
+@pytest.mark.parametrize("name, outcome", [("debian-bookworm", "pass"),
+                                           ("debian-bookworm-686", "kernel-crash")])
+def test_page_address_of_a_highmem_page_breaks_only_on_32_bit(name: str, outcome: str,
+                                                              tmp_path: Path):
+    """A driver that writes its GFP_HIGHUSER pages through page_address()."""
+    fixture = Path(__file__).parent / "fixtures" / "highmem_addr"
+    r = run_cli("run", "--guest", name, "--driver-dir", str(fixture),
+                "--device", "/dev/highmem_addr", "--workload", str(fixture / "highmem_check.c"),
+                "--results", str(tmp_path))
+    assert r.returncode == (0 if outcome == "pass" else 1), r.stdout[-4000:] + r.stderr[-4000:]
+    (g,) = json.loads((only_run_dir(tmp_path) / "results.json").read_text())["guests"]
+    (driver,) = g["drivers"]
+    rows = {w["name"]: w for w in driver["workloads"]}
+    if outcome == "pass":
+        assert rows["highmem_check"]["metrics"] == {"bytes": 65536, "bad_bytes": 0}
+    else:
+        assert rows["load"]["status"] == "kernel-crash"
+        assert "NULL pointer dereference" in rows["load"]["message"]
+        assert "highmem_addr_init" in rows["load"]["message"]
+
+
 def test_full_flavour_boots_systemd_from_disk(tmp_path: Path):
     r = run_cli("run", "--flavour", "full", "--results", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr

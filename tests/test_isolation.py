@@ -80,6 +80,15 @@ def test_a_job_runs_as_its_author_runs_make(guest_image):
     assert path.split(":")[:2] == ["/usr/local/sbin", "/usr/local/bin"]
 
 
+def test_a_32_bit_root_s_jobs_see_a_32_bit_machine(guest_image):
+    root = guest_image("debian-bookworm-686").root
+    assert root.arch == "i386"
+    r = job(root, ["sh", "-c", "uname -m; uname -r; getconf LONG_BIT"],
+            kernel_release=root.kernel_release, linux32=True)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.split() == ["i686", root.kernel_release, "32"]
+
+
 def test_setuid_programs_give_the_build_user_nothing(guest_image):
     """The root's setuid-root programs (su, mount, ...) cannot raise a build."""
     root = guest_image("debian-bookworm").root

@@ -9,10 +9,14 @@
  */
 #include "mh_workload.h"
 
-#define FAR_OFFSET	(1L << 40)	/* far past any area, no offset overflow */
+/*
+ * Far past any area, with no offset overflow. A 32-bit kernel refuses a
+ * device offset past 4 GiB itself (EOVERFLOW) before any driver sees it.
+ */
+#define FAR_OFFSET	((off_t)1 << (sizeof(long) == 8 ? 40 : 30))
 
 /* Map len bytes at offset; returns 0 or the errno, unmapping on success. */
-static int try_map(int fd, long offset, long len)
+static int try_map(int fd, off_t offset, long len)
 {
 	void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
 
@@ -22,7 +26,7 @@ static int try_map(int fd, long offset, long len)
 	return 0;
 }
 
-static void check_refused(struct mh_report *r, int fd, const char *name, long offset, long len)
+static void check_refused(struct mh_report *r, int fd, const char *name, off_t offset, long len)
 {
 	int err = try_map(fd, offset, len);
 

@@ -11,6 +11,9 @@
 #ifndef MH_WORKLOAD_H
 #define MH_WORKLOAD_H
 
+/* 64-bit file offsets on a 32-bit guest too: mmap offsets past 4 GiB are tested. */
+#define _FILE_OFFSET_BITS 64
+
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>

@@ -135,7 +135,8 @@ class Builder:
             if b.writable:
                 sandbox.hand_over(b.host)
         job = sandbox.Job(str(self.root.tree), c.argv, c.cwd, [*c.binds, *self._kernel_binds],
-                          kernel_release=self.identity.kernel_release)
+                          kernel_release=self.identity.kernel_release,
+                          linux32=self.root.arch == "i386")
         result = sandbox.run(job, self.timeout, self.cancel)
         text = f"$ cd {c.cwd} && {' '.join(c.argv)}\n{result.stdout}"
         _write_log(log, text)

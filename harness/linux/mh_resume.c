@@ -10,7 +10,8 @@
  * the bytes in, to be used at the CRNG's next scheduled reseed.
  *
  * No libc: the guest has none to spare, and the binary travels inside the
- * command that runs it, so it must stay a few kilobytes.
+ * command that runs it, so it must stay a few kilobytes. For x86-64 and
+ * i386 guests (the 32-bit clock_settime: good until 2038).
  * Exit status: 0 done, 2 bad arguments, 3 clock, 4 open, 5 entropy, 6 reseed.
  */
 #include <linux/random.h>
@@ -19,6 +20,7 @@
 
 #define MAX_BYTES 64
 
+#if defined(__x86_64__)
 static long sys(long n, long a, long b, long c)
 {
 	long ret;
@@ -27,6 +29,18 @@ static long sys(long n, long a, long b, long c)
 			  : "rcx", "r11", "memory");
 	return ret;
 }
+#elif defined(__i386__)
+static long sys(long n, long a, long b, long c)
+{
+	long ret;
+
+	__asm__ volatile ("int $0x80" : "=a"(ret) : "a"(n), "b"(a), "c"(b), "d"(c)
+			  : "memory");
+	return ret;
+}
+#else
+#error "mh_resume: x86-64 and i386 guests only"
+#endif
 
 static int hexval(char c)
 {
@@ -97,5 +111,10 @@ void start(long *sp)
 	sys(__NR_exit, run((int)sp[0], (char **)(sp + 1)), 0, 0);
 }
 
-/* The kernel's initial stack: argc, then argv. */
+/* The kernel's initial stack: argc, then argv; start() gets its address. */
+#if defined(__x86_64__)
 __asm__(".globl _start\n_start:\n\tmov %rsp, %rdi\n\tand $-16, %rsp\n\tcall start\n");
+#else
+__asm__(".globl _start\n_start:\n\tmov %esp, %eax\n\tand $-16, %esp\n\tsub $12, %esp\n"
+	"\tpush %eax\n\tcall start\n");
+#endif
