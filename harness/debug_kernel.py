@@ -43,6 +43,8 @@ from .rootfs import BuildRoot
 
 KIND = "kernels"
 VARIANT = "debug"
+# The guests it is built for: KASAN and PAGE_TABLE_CHECK are 64-bit x86 only.
+ARCHES = ("amd64",)
 # Bumped by hand when the recipe below changes in a way the key misses.
 RECIPE = 1
 # What the kernel is built with, besides the guest's own packages.

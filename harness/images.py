@@ -147,6 +147,11 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
         raise ConfigError("the debug kernel boots the tiny flavour only (the full flavour's "
                           "initrd comes from Debian's packaged kernel)",
                           hint="drop --flavour full, or --kernel debug")
+    if kernel == DEBUG and definition.debian.arch not in debug_kernel.ARCHES:
+        raise ConfigError(f"{definition.name} is an {definition.debian.arch} guest: the debug "
+                          "kernel is built for amd64 guests only (KASAN and "
+                          "PAGE_TABLE_CHECK exist for 64-bit x86 only)",
+                          hint="run --kernel debug on an amd64 guest, such as debian-bookworm")
     built: list[str] = []
     with contextlib.ExitStack() as held:
         root, verify_root = leased_root(definition, cache, progress, held, built)

@@ -44,6 +44,19 @@ def test_boot_options_go_only_to_kernels_built_with_their_code():
         "page_poison=1 (no CONFIG_PAGE_POISONING), kasan_multi_shot (no CONFIG_KASAN)"
 
 
+def test_a_32_bit_guest_is_told_there_is_no_debug_kernel_for_it(tmp_path: Path):
+    from harness import guests, images
+    from harness.cache import Cache
+    from harness.errors import ConfigError
+    from harness.guests import Flavour
+    from harness.progress import Progress
+    with pytest.raises(ConfigError, match="an i386 guest: the debug kernel is built for amd64"):
+        with images.use(guests.find("debian-bookworm-686"), Flavour.TINY, Cache(tmp_path),
+                        Progress(), images.DEBUG):
+            pass
+    assert not any(tmp_path.rglob("*"))        # refused before anything was built
+
+
 def test_a_config_missing_a_debug_option_is_named():
     config = "".join(f"CONFIG_{o}=y\n" for o, v in debug_kernel.DEBUG_OPTIONS.items()
                      if v == "y" and o != "PAGE_TABLE_CHECK")
