@@ -296,7 +296,9 @@ class LiveGuest:
         """_build, and while a module is loaded, the free memory it took (the
         program's file in a tiny guest's RAM root, the SSH server's buffers
         the upload grew) counted as the harness's, not the module's."""
-        if not any(m.loaded and m.boot == self.boots for m in self._modules):
+        have = self._built.get(key)
+        installed = have is not None and have[1] == self.boots
+        if installed or not any(m.loaded and m.boot == self.boots for m in self._modules):
             return self._build(key, plans, sources)
         before = self.ops().free_kib()
         art = self._build(key, plans, sources)
@@ -347,7 +349,7 @@ class LiveGuest:
                               f"its source: {source}")
         self.say("load", f"{self.definition.name}: {name} loaded")
         module = Module(self, p, name, args, source, free_before, mark)
-        self._modules.append(module)
+        self._modules = [*(m for m in self._modules if m.loaded), module]
         return module
 
     def run_c(self, source: str | Path, *args: str, timeout: float | None = None) -> ProgramRun:
