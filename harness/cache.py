@@ -29,6 +29,17 @@ from filelock import FileLock, Timeout
 
 from .errors import HostError
 
+
+def is_guests(name: str, guest: str) -> bool:
+    """Whether the cache entry `name` belongs to `guest`: it begins with the
+    guest's name, and with no longer guest's (debian-bookworm-686's entries
+    are not debian-bookworm's)."""
+    from .guests import all_definitions  # deferred: guests is heavier than cache
+    if not name.startswith(f"{guest}-"):
+        return False
+    return not any(len(other) > len(guest) and name.startswith(f"{other}-")
+                   for other in all_definitions())
+
 ENV_CACHE = "XDG_CACHE_HOME"
 
 
@@ -141,7 +152,7 @@ class Cache:
         removed: list[Path] = []
         in_use: list[Path] = []
         for entry in self.entries(kind):
-            if kept(entry.name) or not (guest is None or entry.name.startswith(f"{guest}-")):
+            if kept(entry.name) or not (guest is None or is_guests(entry.name, guest)):
                 continue
             (removed if self.remove(entry) else in_use).append(entry)
         return removed, in_use

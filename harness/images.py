@@ -22,7 +22,7 @@ from typing import NamedTuple
 from . import initramfs, integrity, kernel_image, rootfs
 from . import debug_kernel
 from .debug_kernel import KernelBuild
-from .cache import Cache, default_cache_dir
+from .cache import Cache, default_cache_dir, is_guests
 from .errors import CacheDamaged, ConfigError, HostError, ImageBuildError
 from .guests import Flavour, GuestDefinition
 from .procs import run_logged
@@ -377,6 +377,6 @@ def clean(cache: Cache, guest: str | None = None,
         for entry in cache.entries(kind):
             if entry.name in keep:
                 continue
-            if guest is None or entry.name.startswith(f"{guest}-"):
+            if guest is None or is_guests(entry.name, guest):
                 (done.removed if cache.remove(entry) else done.in_use).append(entry)
     return done

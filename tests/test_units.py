@@ -281,3 +281,13 @@ def test_sshd_readiness_is_read_from_either_flavour_s_console():
                         "OpenBSD Secure Shell server.")
     assert not sshd_listens("         Starting \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure "
                             "Shell server...")
+
+
+def test_a_guests_cache_entries_are_not_a_longer_named_guests():
+    """`images clean --guest debian-bookworm` must leave debian-bookworm-686's
+    entries alone."""
+    from harness.cache import is_guests
+    assert is_guests("debian-bookworm-tiny-03f288514b4c9b3c", "debian-bookworm")
+    assert not is_guests("debian-bookworm-686-tiny-41c10d1c8532d0a9", "debian-bookworm")
+    assert is_guests("debian-bookworm-686-tiny-41c10d1c8532d0a9", "debian-bookworm-686")
+    assert not is_guests("debian-trixie-tiny-1", "debian-bookworm")

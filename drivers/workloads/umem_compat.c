@@ -16,9 +16,9 @@
  *
  * usage: umem_compat DEVICE          (the peer is run as: DEVICE --peer)
  */
-#include <sys/utsname.h>
+#include "umem_layout.h"	/* first: it sets _FILE_OFFSET_BITS */
 
-#include "umem_layout.h"
+#include <sys/utsname.h>
 
 #if UINTPTR_MAX == UINT32_MAX
 #define MODEL		"32-bit"
