@@ -22,23 +22,23 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from .errors import HostError
+from .guests import all_definitions
 
 
-def is_guests(name: str, guest: str) -> bool:
+def is_guests(name: str, guest: str, guests: Iterable[str]) -> bool:
     """Whether the cache entry `name` belongs to `guest`: it begins with the
-    guest's name, and with no longer guest's (debian-bookworm-686's entries
-    are not debian-bookworm's)."""
-    from .guests import all_definitions  # deferred: guests is heavier than cache
+    guest's name, and with no longer name of `guests` (debian-bookworm-686's
+    entries are not debian-bookworm's)."""
     if not name.startswith(f"{guest}-"):
         return False
     return not any(len(other) > len(guest) and name.startswith(f"{other}-")
-                   for other in all_definitions())
+                   for other in guests)
 
 ENV_CACHE = "XDG_CACHE_HOME"
 
@@ -151,8 +151,9 @@ class Cache:
         whose name `kept` does not keep; returns (removed, left in use)."""
         removed: list[Path] = []
         in_use: list[Path] = []
+        guests = list(all_definitions())
         for entry in self.entries(kind):
-            if kept(entry.name) or not (guest is None or is_guests(entry.name, guest)):
+            if kept(entry.name) or not (guest is None or is_guests(entry.name, guest, guests)):
                 continue
             (removed if self.remove(entry) else in_use).append(entry)
         return removed, in_use

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from . import initramfs, integrity, kernel_image, rootfs
 from . import debug_kernel
 from .debug_kernel import KernelBuild
-from .cache import Cache, default_cache_dir, is_guests
+from .cache import Cache, default_cache_dir
 from .errors import CacheDamaged, ConfigError, HostError, ImageBuildError
 from .guests import Flavour, GuestDefinition
 from .procs import run_logged
@@ -374,9 +374,7 @@ def clean(cache: Cache, guest: str | None = None,
     and those in use."""
     done = Cleaned([], [])
     for kind in ("roots", debug_kernel.KIND, "images"):
-        for entry in cache.entries(kind):
-            if entry.name in keep:
-                continue
-            if guest is None or is_guests(entry.name, guest):
-                (done.removed if cache.remove(entry) else done.in_use).append(entry)
+        removed, in_use = cache.clean(kind, guest, keep.__contains__)
+        done.removed.extend(removed)
+        done.in_use.extend(in_use)
     return done
