@@ -149,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     build = isub.add_parser("build", help="build (or reuse) images")
     common(build)
     kernel_option(build)
+    build.add_argument("--timeout-scale", type=float, default=1.0, metavar="F",
+                       help="multiply the build steps' time limits (slow hosts)")
     isub.add_parser("list", help="list cached images").add_argument(
         "--cache-dir", type=Path, default=None)
     clean = isub.add_parser("clean", help="delete cached images, build roots and the "
@@ -178,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--cache-dir", type=Path, default=None,
                      help="where what is derived from the gate is kept "
                           "(default: $XDG_CACHE_HOME/mmap-harness)")
+    chk.add_argument("--timeout-scale", type=float, default=1.0, metavar="F",
+                     help="multiply each compiler and cstyle run's time limit")
     for name, what in (("shell", "boot a guest (with drivers loaded) and open a shell in it"),
                        ("exec", "boot a guest (with drivers loaded), run one command in it "
                                 "and exit with its status")):
@@ -420,17 +424,23 @@ def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:
             for path in done.in_use:
                 print(f"kept {path}: in use by a running harness")
         return 0
+    if args.timeout_scale <= 0:
+        raise ConfigError("--timeout-scale must be positive")
     for g in _guests(args.guest):
-        image = images.ensure(g, Flavour(args.flavour), cache, progress, args.kernel)
+        image = images.ensure(g, Flavour(args.flavour), cache, progress, args.kernel,
+                              args.timeout_scale)
         print(f"{g.name} {args.flavour}: {image.dir} (kernel {image.kernel_release})")
     return 0
 
 
 def _cmd_illumos(args: argparse.Namespace) -> int:
+    if args.timeout_scale <= 0:
+        raise ConfigError("--timeout-scale must be positive")
     results = illumos_check.run(illumos_check.Request(
         gate=args.gate, drivers=args.driver, driver_dirs=args.driver_dir,
         cflags=args.cflag, picky=args.picky,
-        cache_dir=args.cache_dir or default_cache_dir()), print)
+        cache_dir=args.cache_dir or default_cache_dir(),
+        timeout_scale=args.timeout_scale), print)
     return 0 if all(r.ok for r in results) else EXIT_FAIL
 
 

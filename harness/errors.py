@@ -71,6 +71,12 @@ class SSHError(InfraError):
     """The guest's SSH server could not be reached or used."""
 
 
+class SSHHandshakeError(SSHError):
+    """The guest's sshd answered, but the SSH handshake with it failed: the
+    kernel booted and its userland runs, so unless the kernel then crashed,
+    the failure is between the harness and sshd, not the guest's."""
+
+
 class SSHTrustError(SSHError):
     """The guest showed a host key other than the image's, or refused the
     image's client key: the image or the port is not what the harness made,

@@ -116,8 +116,10 @@ class KernelFamily(Protocol):
     patterns: tuple[ReportPattern, ...]
 
     def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
-                  progress: Progress, kernel: str = "stock") -> AbstractContextManager[Any]:
-        """`kernel`: "stock" (the guest's own) or "debug" (see harness.debug_kernel)."""
+                  progress: Progress, kernel: str = "stock",
+                  timeout_scale: float = 1.0) -> AbstractContextManager[Any]:
+        """`kernel`: "stock" (the guest's own) or "debug" (see harness.debug_kernel);
+        what is built first gets its base timeouts times `timeout_scale`."""
         ...
     def choose_accel(self, requested: str, image: Any, cache_dir: Path) -> AccelChoice: ...
     def guest(self, image: Any, accel: str, workdir: Path, console_log: Path,

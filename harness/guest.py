@@ -21,13 +21,13 @@ from pathlib import Path
 from . import snapshot
 from .cache import Cache
 from .errors import BootError, GuestDied, HarnessError, InfraError, Interrupted, SSHError, \
-    SSHTrustError
+    SSHHandshakeError, SSHTrustError
 from .images import GuestImage
 from .keys import load_private, load_public
 from .qemu import Machine, MachineSpec
 from .ssh import GuestSSH
 from .linux.patterns import TABLE as LINUX_TABLE
-from .watcher import ReportTable, Watcher
+from .watcher import REPORT_END_S, ReportTable, Watcher
 
 
 # The debug kernel's KASAN shadow, kmemleak's pool, page poisoning and
@@ -172,7 +172,7 @@ class Guest:
         """The first fatal kernel report, whole (after letting it finish), or ''."""
         if self.watcher is None:
             return ""
-        self.watcher.wait_complete()
+        self.watcher.wait_complete(REPORT_END_S * self.timeout_scale)
         report = self.watcher.first_fatal()
         return report.text if report else ""
 
@@ -286,22 +286,35 @@ class Guest:
                 "another process may own that port, or the image was altered: rebuild it "
                 f"with `mmap-harness images clean --guest {self.image.definition.name}` "
                 "and run again")) from None
+        except SSHHandshakeError as e:
+            if not watcher.fatal.is_set() and self.machine.alive():
+                raise SSHHandshakeError(
+                    f"{self.image.definition.name} booted and its sshd answered, but {e.message}",
+                    hint="another process may own the forwarded port, or the host is too "
+                         "loaded for the handshake: try --timeout-scale 2") from None
+            raise self._not_up(e.message, silence) from None
         except SSHError as e:
-            why, hung = e.message, False
-            if watcher.fatal.is_set():
-                why = self.dead_reason() or why
-            elif (self.machine.alive() and watcher.silent_for >= silence
-                  and not self._sshd_ready.is_set()):
-                why, hung = f"the console printed nothing for {silence:.0f}s (hung?)", True
-            if self.machine.alive():
-                self.save_registers(self.machine.console_log.parent / "registers.txt")
-            raise BootError(f"{self.image.definition.name} did not come up: {why}",
-                            self.crash_report() or self.machine.console.tail(25),
-                            hint="console.log in the results directory has the whole boot",
-                            hung=hung) from None
+            raise self._not_up(e.message, silence) from None
         self.ssh.dead = self.dead_reason
         self.boot_to_ssh_s = time.monotonic() - self.machine.started
         return self.ssh
+
+    def _not_up(self, why: str, silence: float) -> BootError:
+        """The boot failed before SSH worked: why, as the console tells it."""
+        watcher = self.watcher
+        assert watcher is not None and self.machine.console is not None
+        hung = False
+        if watcher.fatal.is_set():
+            why = self.dead_reason() or why
+        elif (self.machine.alive() and watcher.silent_for >= silence
+              and not self._sshd_ready.is_set()):
+            why, hung = f"the console printed nothing for {silence:.0f}s (hung?)", True
+        if self.machine.alive():
+            self.save_registers(self.machine.console_log.parent / "registers.txt")
+        return BootError(f"{self.image.definition.name} did not come up: {why}",
+                         self.crash_report() or self.machine.console.tail(25),
+                         hint="console.log in the results directory has the whole boot",
+                         hung=hung)
 
     def stop(self) -> float:
         """Close SSH and quit QEMU (always reaped); returns the shutdown seconds."""

@@ -128,10 +128,12 @@ def require_host_tools() -> None:
 
 @contextlib.contextmanager
 def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
-        progress: Progress, kernel: str = STOCK) -> Iterator[GuestImage]:
+        progress: Progress, kernel: str = STOCK,
+        timeout_scale: float = 1.0) -> Iterator[GuestImage]:
     """The verified image for `definition`/`flavour` booting the `kernel`
     variant, built first if absent, with leases on it and its build root
-    (and debug kernel) held until the block ends.
+    (and debug kernel) held until the block ends. The builds' timeouts are
+    multiplied by `timeout_scale`.
 
     The leases are taken before anything is built or checked, so `images
     clean` can never delete an entry between its check and its use.
@@ -154,10 +156,12 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
                           hint="run --kernel debug on an amd64 guest, such as debian-bookworm")
     built: list[str] = []
     with contextlib.ExitStack() as held:
-        root, verify_root = leased_root(definition, cache, progress, held, built)
+        root, verify_root = leased_root(definition, cache, progress, held, built,
+                                        timeout_scale)
         kernel_build = None
         if kernel == DEBUG:
-            kernel_build = _leased_debug_kernel(definition, cache, progress, held, built)
+            kernel_build = _leased_debug_kernel(definition, cache, progress, held, built,
+                                                timeout_scale)
             verify_root = _Once(_both(verify_root, lambda: _check(
                 kernel_build.dir, "debug kernel", definition, cache)))
         image_key = _image_key(root, definition, flavour, kernel_build)
@@ -170,7 +174,8 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
             built.append("image")
             verify_root()
             _build_image(root, definition, flavour, tmp,
-                         cache.kind_dir("logs") / f"{image_key}.log", kernel_build)
+                         cache.kind_dir("logs") / f"{image_key}.log", kernel_build,
+                         timeout_scale)
 
         path = cache.get_or_build(
             "images", image_key, build_image,
@@ -182,22 +187,23 @@ def use(definition: GuestDefinition, flavour: Flavour, cache: Cache,
 
 
 def _leased_debug_kernel(definition: GuestDefinition, cache: Cache, progress: Progress,
-                         held: contextlib.ExitStack, built: list[str]) -> KernelBuild:
+                         held: contextlib.ExitStack, built: list[str],
+                         timeout_scale: float) -> KernelBuild:
     """The debug kernel of `definition`, built first (in a build root of its
     own) if absent, leased until `held` closes."""
     kdef = debug_kernel.kbuild_definition(definition)
-    kroot, verify_kroot = leased_root(kdef, cache, progress, held, built)
+    kroot, verify_kroot = leased_root(kdef, cache, progress, held, built, timeout_scale)
     name = debug_kernel.key(definition, kroot)
     held.enter_context(cache.lease(debug_kernel.KIND, name))
     if not cache.path(debug_kernel.KIND, name).is_dir():
         verify_kroot()
         built.append("kernel")
-    return debug_kernel.ensure_kernel(definition, kroot, cache, progress)
+    return debug_kernel.ensure_kernel(definition, kroot, cache, progress, timeout_scale)
 
 
 def leased_root(definition: GuestDefinition, cache: Cache, progress: Progress,
-                held: contextlib.ExitStack,
-                built: list[str]) -> tuple[BuildRoot, Callable[[], None]]:
+                held: contextlib.ExitStack, built: list[str],
+                timeout_scale: float = 1.0) -> tuple[BuildRoot, Callable[[], None]]:
     """The build root of `definition`, built first if absent ("root" is then
     added to `built`), leased until `held` closes; and its check, to be
     called before the root is compiled in or cut from."""
@@ -212,7 +218,7 @@ def leased_root(definition: GuestDefinition, cache: Cache, progress: Progress,
     def build_root(tmp: Path) -> None:
         log = cache.kind_dir("logs") / f"{root_key}-{int(time.time())}.log"
         fresh.append("root")
-        rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress)
+        rootfs.build(definition, tmp, log, cache.kind_dir("debs"), progress, timeout_scale)
 
     root = BuildRoot(cache.get_or_build(
         "roots", root_key, build_root,
@@ -223,10 +229,10 @@ def leased_root(definition: GuestDefinition, cache: Cache, progress: Progress,
 
 
 def ensure(definition: GuestDefinition, flavour: Flavour, cache: Cache,
-           progress: Progress, kernel: str = STOCK) -> GuestImage:
+           progress: Progress, kernel: str = STOCK, timeout_scale: float = 1.0) -> GuestImage:
     """The cached image and its build root, built first if absent and
     verified; no lease is kept."""
-    with use(definition, flavour, cache, progress, kernel) as image:
+    with use(definition, flavour, cache, progress, kernel, timeout_scale) as image:
         image.verify_root()
         return image
 
@@ -254,7 +260,8 @@ class _Once:
 
 
 def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
-                 out: Path, log: Path, kernel_build: KernelBuild | None = None) -> None:
+                 out: Path, log: Path, kernel_build: KernelBuild | None = None,
+                 timeout_scale: float = 1.0) -> None:
     if kernel_build is None:
         release = root.kernel_release
         kernel_image.write_boot_kernel(root.tree / "boot" / f"vmlinuz-{release}", out)
@@ -264,7 +271,7 @@ def _build_image(root: BuildRoot, definition: GuestDefinition, flavour: Flavour,
         shutil.copyfile(kernel_build.bzimage, out / "vmlinuz")   # see KernelBuild.bzimage
         modules = kernel_build.modules
     if flavour is Flavour.TINY:
-        initramfs.build(root, definition, out, modules)
+        initramfs.build(root, definition, out, modules, timeout_scale)
     else:
         _build_disk(root, out, log)
     sizes = {f.name: f.stat().st_size for f in out.iterdir()}

@@ -157,7 +157,7 @@ def recipe_files() -> list[Path]:
 
 
 def build(root: BuildRoot, definition: GuestDefinition, out: Path,
-          modules: Path | None = None) -> None:
+          modules: Path | None = None, timeout_scale: float = 1.0) -> None:
     """Write initrd.img for the tiny flavour into `out`; the NIC's modules
     come from `modules` (lib/modules/<release> of the kernel booted; by
     default the root's own kernel's)."""
@@ -169,8 +169,8 @@ def build(root: BuildRoot, definition: GuestDefinition, out: Path,
             sel.add_link("/" + name, os.readlink(tree / name))
     for d in EMPTY_DIRS:
         sel.add_dir(d, 0o700 if d == "/root" else 0o755)
-    _add_busybox(sel)
-    _add_sshd(sel, root)
+    _add_busybox(sel, timeout_scale)
+    _add_sshd(sel, root, timeout_scale)
     _add_modules(sel, modules, definition.tiny.boot_modules)
     sel.add_file("/etc/passwd", PASSWD.encode())
     sel.add_file("/etc/group", GROUP.encode())
@@ -182,9 +182,10 @@ def build(root: BuildRoot, definition: GuestDefinition, out: Path,
     sel.write(out / "initrd.img")
 
 
-def _add_busybox(sel: TreeSelection) -> None:
+def _add_busybox(sel: TreeSelection, timeout_scale: float) -> None:
     sel.copy("/usr/bin/busybox")
-    applets = chroot_output(sel.tree, ["/usr/bin/busybox", "--list-full"]).split()
+    applets = chroot_output(sel.tree, ["/usr/bin/busybox", "--list-full"],
+                            timeout_scale).split()
     for applet in applets:
         path = sel.canonical("/" + applet)
         if path not in sel.entries:
@@ -192,11 +193,11 @@ def _add_busybox(sel: TreeSelection) -> None:
 
 
 
-def _add_sshd(sel: TreeSelection, root: BuildRoot) -> None:
+def _add_sshd(sel: TreeSelection, root: BuildRoot, timeout_scale: float) -> None:
     binaries = [b for b in SSHD_BINARIES if (sel.tree / b.lstrip("/")).exists()]
     for b in binaries:
         sel.copy(b)
-    for lib in _shared_libraries(sel.tree, binaries):
+    for lib in _shared_libraries(sel.tree, binaries, timeout_scale):
         sel.copy(lib)
     sel.add_file("/etc/ssh/sshd_config", SSHD_CONFIG.encode())
     sel.add_file("/etc/ssh/ssh_host_ed25519_key",
@@ -206,9 +207,9 @@ def _add_sshd(sel: TreeSelection, root: BuildRoot) -> None:
                  (sel.tree / "root/.ssh/authorized_keys").read_bytes(), 0o600)
 
 
-def _shared_libraries(tree: Path, binaries: list[str]) -> list[str]:
+def _shared_libraries(tree: Path, binaries: list[str], timeout_scale: float) -> list[str]:
     libs: set[str] = set()
-    for line in chroot_output(tree, ["ldd", *binaries]).splitlines():
+    for line in chroot_output(tree, ["ldd", *binaries], timeout_scale).splitlines():
         words = line.split()
         if "=>" in words and len(words) > words.index("=>") + 1:
             path = words[words.index("=>") + 1]

@@ -153,7 +153,7 @@ class LiveGuest:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.image = self._held.enter_context(self.family.use_image(
                 self.definition, self.options.flavour, Cache(self.options.cache_dir),
-                self.progress, self.options.kernel))
+                self.progress, self.options.kernel, self.options.timeouts.scale))
             choice = self.family.choose_accel(self.options.accel, self.image,
                                               self.options.cache_dir)
             self.accel, self.accel_reason = choice.accel, choice.reason

@@ -230,10 +230,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 # --- lower level: images and boots of the harness's own tests ---
 
 @pytest.fixture(scope="session")
-def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImage]]:
+def guest_image(mmap_cache_dir: Path, pytestconfig: pytest.Config
+                ) -> Iterator[Callable[..., images.GuestImage]]:
     """Factory: guest_image(name, flavour="tiny", kernel="stock") builds or
     reuses the cached, verified image; its leases are held until the test
     session ends."""
+    scale = pytestconfig.getoption("--mmap-timeout-scale")
     made: dict[tuple[str, str, str], images.GuestImage] = {}
     with contextlib.ExitStack() as held:
         def get(name: str, flavour: str = "tiny",
@@ -241,7 +243,7 @@ def guest_image(mmap_cache_dir: Path) -> Iterator[Callable[..., images.GuestImag
             if (name, flavour, kernel) not in made:
                 made[name, flavour, kernel] = held.enter_context(images.use(
                     guests.find(name), Flavour(flavour), Cache(mmap_cache_dir),
-                    Progress(sys.stderr), kernel))
+                    Progress(sys.stderr), kernel, scale))
             return made[name, flavour, kernel]
         yield get
 

@@ -38,6 +38,8 @@ BASE_PACKAGES = [
     "openssh-server", "busybox-static", "kmod", "make", "libc6-dev",
     "gcc-multilib", "systemd-sysv", "udev", "iproute2",
 ]
+# Base seconds for one command run in the tree while it is built (`gcc --version`, `ldd`).
+CHROOT_S = 60.0
 # Release files are checked against Debian's keys, or debootstrap stops.
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # In namespaces of its own: the /proc and /sys debootstrap mounts in the new
@@ -118,7 +120,7 @@ def packages(definition: GuestDefinition) -> list[str]:
 
 
 def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
-          progress: Progress) -> None:
+          progress: Progress, timeout_scale: float = 1.0) -> None:
     """Populate `out` (a fresh directory) with root/, keys/, manifest.json and
     integrity.json.
 
@@ -140,7 +142,7 @@ def build(definition: GuestDefinition, out: Path, log: Path, debs: Path,
         "arch": definition.debian.arch,
         "kernel_release": release,
         "kernel_compiler": _kernel_compiler(tree, release),
-        "compiler": chroot_output(tree, ["gcc", "--version"]).splitlines()[0],
+        "compiler": chroot_output(tree, ["gcc", "--version"], timeout_scale).splitlines()[0],
         "packages": packages(definition),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -234,9 +236,10 @@ def _kernel_compiler(tree: Path, release: str) -> str:
     return m.group(1) if m else "unknown"
 
 
-def chroot_output(tree: Path, cmd: list[str]) -> str:
-    """The output of `cmd` run in the tree, in a throwaway layer (the tree is never written)."""
-    result = sandbox.run(sandbox.Job(str(tree), cmd), timeout=60)
+def chroot_output(tree: Path, cmd: list[str], timeout_scale: float = 1.0) -> str:
+    """The output of `cmd` run in the tree, in a throwaway layer (the tree is
+    never written); it gets CHROOT_S seconds times `timeout_scale`."""
+    result = sandbox.run(sandbox.Job(str(tree), cmd), timeout=CHROOT_S * timeout_scale)
     if result.returncode != 0:
         raise ImageBuildError(f"`{' '.join(cmd)}` failed in the build root: {result.stdout}")
     return result.stdout

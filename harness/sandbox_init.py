@@ -15,10 +15,13 @@ import shutil
 import sys
 
 # The build user: not root, so a build cannot write the lower tree even before
-# the overlay catches it. No Debian root made by debootstrap uses these ids.
+# the overlay catches it. Its ids own the build's scratch directories on the
+# host too, so they belong to nobody there: above the ranges that Debian
+# (users from 1000), subuid allocations and systemd's containers
+# (up to 1879048191) hand out, below 2^31 - 1.
 BUILD_USER = "mmap-build"
-BUILD_UID = 1000
-BUILD_GID = 1000
+BUILD_UID = 0x7FFF0000
+BUILD_GID = 0x7FFF0000
 BUILD_HOME = f"/home/{BUILD_USER}"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What may be written outside the bound directories, in memory, per job.

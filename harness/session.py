@@ -190,8 +190,9 @@ class GuestRun:
         leased with its build root: modules are built there while it runs)."""
         start = time.monotonic()
         cache = Cache(self.opts.cache_dir)
-        image = held.enter_context(self.family.use_image(self.definition, self.opts.flavour,
-                                                         cache, self.progress, self.opts.kernel))
+        image = held.enter_context(self.family.use_image(
+            self.definition, self.opts.flavour, cache, self.progress, self.opts.kernel,
+            self.timeouts.scale))
         self.result.image_start = "cold" if getattr(image, "built", ()) else "warm"
         self.result.compiler = image.compiler
         self.result.kernel_compiler = image.kernel_compiler

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import paramiko
 
-from .errors import CommandTimeout, GuestDied, SSHError, SSHTrustError
+from .errors import CommandTimeout, GuestDied, SSHError, SSHHandshakeError, SSHTrustError
 
 HOST = "127.0.0.1"
 USER = "root"
@@ -173,7 +173,8 @@ class GuestSSH:
             options.ciphers = (AEAD_CIPHER, *(c for c in options.ciphers if c != AEAD_CIPHER))
             transport.start_client(timeout=timeout)
         except (OSError, paramiko.SSHException) as e:
-            raise SSHError(f"SSH handshake with 127.0.0.1:{port} failed: {e}") from None
+            raise SSHHandshakeError(f"SSH handshake with 127.0.0.1:{port} failed: {e}") \
+                from None
         offered = transport.get_remote_server_key()
         if offered.get_name() != host_key.get_name() or offered.asbytes() != host_key.asbytes():
             transport.close()
@@ -249,16 +250,19 @@ class GuestSSH:
                            f"{result.stderr.strip() or result.stdout.strip()}")
         return result
 
-    def _settle_death(self, grace: float = DEATH_GRACE_S) -> None:
+    def _settle_death(self) -> None:
         """No exit status: the process was killed, or the guest is dying.
 
         The console may still be printing the panic that explains it, so give
-        `dead` a moment before calling it an ordinary signal.
+        `dead` a moment (scaled, like every wait here) before calling it an
+        ordinary signal.
         """
         start = time.monotonic()
+        grace, settle = (DEATH_GRACE_S * self.timeout_scale,
+                         SIGNAL_SETTLE_S * self.timeout_scale)
         while time.monotonic() - start < grace:
             self._check_alive()
-            if self._transport.is_active() and time.monotonic() - start > SIGNAL_SETTLE_S:
+            if self._transport.is_active() and time.monotonic() - start > settle:
                 return  # the connection lives on: an ordinary signal
             time.sleep(0.05)
 

@@ -41,6 +41,7 @@ class ReportTable:
 
 
 MAX_LINES = 200
+REPORT_END_S = 5.0   # base seconds a report in progress gets to reach its end marker
 
 
 @dataclass
@@ -83,8 +84,9 @@ class Watcher:
         with self._lock:
             return next((r for r in self.reports if r.fatal), None)
 
-    def wait_complete(self, timeout: float = 5.0) -> None:
-        """Give a report in progress a moment to reach its end marker."""
+    def wait_complete(self, timeout: float = REPORT_END_S) -> None:
+        """Give a report in progress a moment (base seconds `timeout`, scaled
+        by the caller) to reach its end marker."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:

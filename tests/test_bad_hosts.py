@@ -3,6 +3,7 @@ status 2 (or 1 for a failed build), no traceback, logs kept."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -88,6 +89,9 @@ def _refused_as_damaged(cache: Path, results: Path, entry: Path, booted: bool) -
     (run_dir,) = [d for d in results.iterdir() if not d.is_symlink()]
     guest_dir = run_dir / "debian-bookworm-tiny"
     assert not (guest_dir / "build").exists()          # no compile was attempted
+    (guest,) = json.loads((run_dir / "results.json").read_text())["guests"]
+    assert (guest["status"], guest["error_kind"]) == ("error", "infra")   # not the driver's
+    assert f"{entry} is damaged" in guest["error"]
     if not booted:
         assert not (guest_dir / "console.log").exists()
     return r.stderr

@@ -19,6 +19,7 @@ import pytest
 from harness.linux.patterns import LINUX
 
 FIXTURES = Path(__file__).parent / "fixtures"
+WORKLOADS = Path(__file__).parent.parent / "drivers" / "workloads"
 
 
 def run_fixture(kind: str, results: Path,
@@ -71,6 +72,26 @@ def test_out_of_bounds_mapping_is_a_failure(tmp_path: Path):
     assert r.returncode == 1
     row = rows(data)["bad_probe"]
     assert row["status"] == "fail" and "want EINVAL" in row["message"]
+
+
+@pytest.mark.integration
+def test_fuzz_fails_on_the_first_fork_that_does_not_work(tmp_path: Path):
+    """A driver that accepts MAP_PRIVATE over remap_pfn_range: after a write
+    through such a map the process cannot fork. The fuzz workload fails on
+    that fork, with its errno, although other forks worked."""
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run",
+                        "--driver-dir", str(FIXTURES / "bad_private"),
+                        "--device", "/dev/bad_private",
+                        "--workload", str(WORKLOADS / "fuzz.c"),
+                        "--fuzz-seed", "1435099829", "--fuzz-ops", "2000",
+                        "--results", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir() and not d.is_symlink()]
+    row = rows(json.loads((run_dir / "results.json").read_text()))["fuzz"]
+    assert row["status"] == "fail", row
+    assert re.search(r"\bfork\b.*(ENOMEM|Cannot allocate memory)", row["message"]), row
+    assert "1435099829" in row["message"] or row["metrics"].get("seed") == 1435099829
 
 
 @pytest.mark.integration

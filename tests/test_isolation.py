@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -201,12 +203,19 @@ def test_hostile_makefile_leaves_the_build_root_exactly_as_it_was(guest_image,
                                                                   tmp_path: Path):
     root = guest_image("debian-bookworm").root
     before = digest(root.tree, critical_paths(root))
-    r = run_cli("--driver-dir", str(FIXTURES / "evil_build"),
-                "--workload", str(FIXTURES / "evil_build" / "evil_loaded.c"),
-                "--results", str(tmp_path))
+    # A copy with a per-run nonce: the artifact cache must not answer for it,
+    # or its Makefile would never run on a warm cache.
+    driver = tmp_path / "evil_build"
+    shutil.copytree(FIXTURES / "evil_build", driver)
+    with (driver / "evil_build.c").open("a") as source:
+        source.write(f"/* run {uuid.uuid4()} */\n")
+    results = tmp_path / "results"
+    r = run_cli("--driver-dir", str(driver),
+                "--workload", str(driver / "evil_loaded.c"),
+                "--results", str(results))
     assert r.returncode == 0, r.stdout + r.stderr
-    (guest,) = only_results(tmp_path)["guests"]
-    log = (tmp_path / "latest" / guest["dir"] / "build" / "logs" / "evil_build.log").read_text()
+    (guest,) = only_results(results)["guests"]
+    log = (results / "latest" / guest["dir"] / "build" / "logs" / "evil_build.log").read_text()
     assert "Permission denied" in log   # the attempts were made, by an unprivileged user
     assert digest(root.tree, critical_paths(root)) == before
     assert integrity.verify(root.dir) == []

@@ -603,5 +603,5 @@ def test_an_image_that_never_boots_is_a_boot_error_with_nothing_left(tmp_path: P
     assert (run_dir / guest["dir"] / "console.log").is_file()
     assert image.read_bytes() == before                      # never written
     assert set(Path("/tmp").glob("mmap-harness-illumos-guest-*")) == keys_before
-    assert not subprocess.run(["pgrep", "-f", f"mmap-harness-omnios-example-"],
+    assert not subprocess.run(["pgrep", "-f", "mmap-harness-omnios-example-"],
                               capture_output=True).stdout

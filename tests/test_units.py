@@ -59,7 +59,8 @@ def test_qemu_command_line_is_safe_and_complete(tmp_path: Path):
                        disk=Path("/d.img"))
     argv = command_line(spec, tmp_path / "qmp.sock")
     joined = " ".join(argv)
-    assert "hostfwd=tcp:127.0.0.1:0-:22" in joined          # loopback only, port from the kernel
+    # loopback only, port from the kernel; the guest reaches nothing of the host
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:0-:22" in joined
     assert "file=/d.img,format=raw,if=virtio,snapshot=on" in joined  # base image never written
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"

@@ -92,6 +92,7 @@ class Box:
 
     work: Path           # host scratch directory, the build user's
     headers: Path        # the gate's extracted headers on the host
+    timeout_scale: float = 1.0   # times COMMAND_TIMEOUT_S, per command
 
     def inside(self, path: Path) -> str:
         return f"{INSIDE_WORK}/{path.relative_to(self.work)}"
@@ -103,17 +104,18 @@ class Box:
         job = sandbox.Job("/", argv, INSIDE_WORK,
                           [sandbox.Bind(str(self.work), INSIDE_WORK, writable=True),
                            sandbox.Bind(str(self.headers), INSIDE_GATE)])
-        return sandbox.run(job, COMMAND_TIMEOUT_S)
+        return sandbox.run(job, COMMAND_TIMEOUT_S * self.timeout_scale)
 
 
-def stage(work: Path, headers: Path, files: dict[str, Path]) -> Box:
+def stage(work: Path, headers: Path, files: dict[str, Path],
+          timeout_scale: float = 1.0) -> Box:
     """Copy `files` (name under `work` -> host file) into `work` and give it
     to the build user; the Box to run the check's commands in."""
     for name, source in files.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, work / name)
     sandbox.hand_over(work)
-    return Box(work, headers)
+    return Box(work, headers, timeout_scale)
 
 
 def _as_known(line: str) -> str:
@@ -121,14 +123,15 @@ def _as_known(line: str) -> str:
     return line.replace(f"{INSIDE_WORK}/src/", "")
 
 
-def _staged(module: Module, derived: Derived, work: Path) -> tuple[Module, Box]:
+def _staged(module: Module, derived: Derived, work: Path,
+            timeout_scale: float) -> tuple[Module, Box]:
     """The module's sources, its headers and the gate's cstyle.pl in `work`."""
     files = {f"src/{s.name}": s for s in module.sources}
     files |= {f"src/{s.name}": s for s in module.style_files}
     for n, d in enumerate(module.include_dirs):
         files |= {f"include/{n}/{h.name}": h for h in sorted(d.glob("*.h"))}
     files["cstyle.pl"] = derived.cstyle
-    box = stage(work, derived.headers, files)
+    box = stage(work, derived.headers, files, timeout_scale)
     staged = Module(module.name, [work / "src" / s.name for s in module.sources],
                     [work / "include" / str(n) for n in range(len(module.include_dirs))],
                     [work / "src" / s.name for s in module.style_files])
@@ -136,9 +139,9 @@ def _staged(module: Module, derived: Derived, work: Path) -> tuple[Module, Box]:
 
 
 def check(module: Module, derived: Derived, work: Path, cflags: list[str],
-          picky: bool = True) -> DriverResult:
+          picky: bool = True, timeout_scale: float = 1.0) -> DriverResult:
     result = DriverResult(module.name, module.sources)
-    module, box = _staged(module, derived, work)
+    module, box = _staged(module, derived, work, timeout_scale)
     failures: list[str] = []
     objects = {b: _compile(module, derived, box, b, work / b, cflags, failures)
                for b in BUILDS}

@@ -29,6 +29,7 @@ class Request:
     cflags: list[str]
     picky: bool
     cache_dir: Path
+    timeout_scale: float = 1.0  # times each compiler or cstyle run's base seconds
 
 
 def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
@@ -55,13 +56,13 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
             results: list[DriverResult] = []
             for n, module in enumerate(modules):
                 result = check(module, data, Path(tmp) / f"{n}-{module.name}", cflags,
-                               req.picky)
+                               req.picky, req.timeout_scale)
                 say(result.report())
                 results.append(result)
             # The specs' workloads, as their drivers' users run them on illumos.
             workloads = workloads_to_build([template_plan(s, []) for s in specs])
             for result in check_workloads(workloads if specs else [], data,
-                                          Path(tmp) / "workloads"):
+                                          Path(tmp) / "workloads", req.timeout_scale):
                 say(result.report())
                 results.append(result)
     return results

@@ -139,11 +139,12 @@ def _alive_or_raise(console: Console, dead: Callable[[], str | None], name: str)
 
 def wait_ready(console: Console, instance_id: str, timeout: float,
                dead: Callable[[], str | None] = lambda: None,
-               name: str = "the guest") -> Readiness:
+               name: str = "the guest", scale: float = 1.0) -> Readiness:
     """Wait for the seed's ready line (seeded: SSH may be used now) or for
     the console login prompt without it (not seeded: log in on the console).
     BootError with the console tail if neither comes within `timeout`
-    seconds (already scaled), or the guest dies."""
+    seconds (already scaled), or the guest dies; the ready line may lag the
+    prompt by LOGIN_GRACE_S times `scale`."""
     deadline = time.monotonic() + timeout
     prompt_at: float | None = None
     while True:
@@ -160,7 +161,7 @@ def wait_ready(console: Console, instance_id: str, timeout: float,
         if prompt_at is None and LOGIN_PROMPT_SHOWN.search(text):
             prompt_at = time.monotonic()
         now = time.monotonic()
-        if prompt_at is not None and now - prompt_at > LOGIN_GRACE_S:
+        if prompt_at is not None and now - prompt_at > LOGIN_GRACE_S * scale:
             return Readiness(False, "the console login prompt came without the seed's ready "
                                     "line: the image has no cloud-init, or it did not read "
                                     "the NoCloud seed", kernel)

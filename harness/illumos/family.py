@@ -102,7 +102,7 @@ class IllumosGuest(Guest):
         name = self.image.definition.name
         ready = console_login.wait_ready(self.machine.console, self.image.instance_id,
                                          image.boot_timeout_s * self.timeout_scale,
-                                         self.dead_reason, name)
+                                         self.dead_reason, name, self.timeout_scale)
         if not ready.seeded:
             console_login.login_and_install(self.machine.console, self.image.keys,
                                             image.root_password, self.dead_reason, name,
@@ -175,10 +175,10 @@ class IllumosFamily:
     patterns = PATTERNS
 
     def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
-                  progress: Progress, kernel: str = "stock"
+                  progress: Progress, kernel: str = "stock", timeout_scale: float = 1.0
                   ) -> contextlib.AbstractContextManager[IllumosImage]:
-        """`flavour` and the cache have no meaning for an image the user brings;
-        its kernel is the image's own."""
+        """`flavour`, the cache and `timeout_scale` have no meaning for an
+        image the user brings (nothing is built); its kernel is the image's own."""
         if kernel != "stock":
             raise ConfigError(f"{definition.name} boots its own image's kernel: there is no "
                               f"{kernel} variant of it to build",

@@ -32,7 +32,7 @@ def _gcc_include() -> str:
 
 
 def check_workloads(workloads: list[Workload], derived: Derived,
-                    work: Path) -> list[DriverResult]:
+                    work: Path, timeout_scale: float = 1.0) -> list[DriverResult]:
     """One result per workload: compiled for illumos, or why not. Each is
     compiled in the sandbox (harness.illumos.check.Box) beside the headers
     of its own directory, then the harness's user-API headers."""
@@ -46,7 +46,7 @@ def check_workloads(workloads: list[Workload], derived: Derived,
         files = {f"{here}/{h.name}": h for h in sorted(w.source.parent.glob("*.h"))}
         files[f"{here}/{w.source.name}"] = w.source
         files |= {f"include/{h.name}": h for h in sorted(INCLUDE_DIR.glob("*.h"))}
-        box = stage(work, derived.headers, files)
+        box = stage(work, derived.headers, files, timeout_scale)
         model = "-m32" if w.m32 else "-m64"
         proc = box.run([*argv, model, f"{INSIDE_WORK}/{here}/{w.source.name}"])
         lines = [line for line in proc.stdout.splitlines() if line.strip()]

@@ -93,11 +93,11 @@ class LinuxFamily:
     patterns = tuple(LINUX_PATTERNS)
 
     def use_image(self, definition: GuestDefinition, flavour: Flavour, cache: Cache,
-                  progress: Progress, kernel: str = images.STOCK
+                  progress: Progress, kernel: str = images.STOCK, timeout_scale: float = 1.0
                   ) -> contextlib.AbstractContextManager[images.GuestImage]:
         """The debootstrap build root and the flavour's image cut from it
         (booting the `kernel` variant), leased."""
-        return images.use(definition, flavour, cache, progress, kernel)
+        return images.use(definition, flavour, cache, progress, kernel, timeout_scale)
 
     def choose_accel(self, requested: str, image: images.GuestImage,
                      cache_dir: Path) -> accel.AccelChoice:

@@ -18,6 +18,7 @@ run, its product is copied from the cache and its log says so.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ BUILD_DIR = "/build"
 INCLUDE_DIR = "/build/include"
 # What a workload's `#include "x.h"` can name next to it: copied with the source.
 HEADER_SUFFIXES = (".h", ".inc", ".def")
+HEADER_DEPTH = 3   # levels of subdirectories below the workload searched for them
 # Build products of someone else's tree: never copied in, so make starts clean.
 STALE_PRODUCTS = ("*.ko", "*.o", "*.mod", "*.mod.c", ".*.cmd", "modules.order",
                   "Module.symvers")
@@ -214,9 +216,8 @@ class Builder:
         """
         name = source.stem + ("-m32" if m32 else "")
         work = self._workdir(f"workload-{name}")
-        for f in source.parent.iterdir():
-            if f.is_file() and (f.suffix in HEADER_SUFFIXES or f == source):
-                shutil.copyfile(f, work / f.name)
+        _copy_headers(source.parent, work)
+        shutil.copyfile(source, work / source.name)
         includes = [self._include(d) for d in include_dirs or []]
         inside = f"{BUILD_DIR}/{name}"
         flags = ["-m32"] if m32 else []
@@ -226,6 +227,27 @@ class Builder:
              *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
             inside, [sandbox.Bind(str(work), inside, writable=True), *includes],
             lambda: work / name, mode=0o755), out_dir, log)
+
+
+def _copy_headers(src: Path, dst: Path) -> None:
+    """The headers under `src`, to HEADER_DEPTH levels of subdirectories
+    (`#include "sub/x.h"`), to the same places under `dst`. Hidden
+    directories (.git) are skipped, and so is what vanishes meanwhile: a
+    workload may sit in a busy directory such as /tmp."""
+    for top, dirs, files in os.walk(src):
+        here = Path(top)
+        depth = len(here.relative_to(src).parts)
+        dirs[:] = [] if depth >= HEADER_DEPTH else sorted(
+            d for d in dirs if not d.startswith("."))
+        for f in files:
+            if Path(f).suffix not in HEADER_SUFFIXES:
+                continue
+            target = dst / (here / f).relative_to(src)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(here / f, target)
+            except OSError:
+                continue
 
 
 def _one_module(here: Path, what: str, log: Path) -> Path:
