@@ -175,6 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--cflag", action="append", default=[], metavar="FLAG",
                      help="gcc option after the gate's, as a driver's Makefile adds "
                           "`CERRWARN += -_gcc=FLAG` (repeatable; -_gcc= is accepted)")
+    chk.add_argument("--platform", choices=["intel", "i86pc"], default="intel",
+                     help="where --driver-dir's module would live in the gate: uts/intel "
+                          "(default; pseudo and most device drivers) or uts/i86pc (PC "
+                          "platform drivers such as xsvc: uts/i86pc is on their include path)")
     chk.add_argument("--no-cstyle-picky", dest="picky", action="store_false",
                      help="cstyle without -p, for gate code older than git-pbchk's rules")
     chk.add_argument("--cache-dir", type=Path, default=None,
@@ -440,7 +444,7 @@ def _cmd_illumos(args: argparse.Namespace) -> int:
         gate=args.gate, drivers=args.driver, driver_dirs=args.driver_dir,
         cflags=args.cflag, picky=args.picky,
         cache_dir=args.cache_dir or default_cache_dir(),
-        timeout_scale=args.timeout_scale), print)
+        timeout_scale=args.timeout_scale, platform=args.platform), print)
     return 0 if all(r.ok for r in results) else EXIT_FAIL
 
 

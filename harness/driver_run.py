@@ -85,7 +85,7 @@ class DriverRun:
                                    self.limits.command_s)
         device = self.plan.device
         if not d.error and device and not self.kernel.has_device(device):
-            d.error = f"{device} did not appear after insmod"
+            d.error = f"{device} did not appear after the module was loaded"
         d.loaded = not d.error
         d.error_kind = DRIVER if d.error else ""
         self.timings.load_s = round(self.timings.load_s + time.monotonic() - start, 3)

@@ -18,6 +18,8 @@ SPECS_DIR = DRIVERS_DIR / "specs"
 FAMILIES = ("linux", "illumos")
 WORKLOADS_DIR = DRIVERS_DIR / "workloads"
 INCLUDE_DIR = DRIVERS_DIR / "include"
+# The user-API header (ioctls, counters) every template and workload includes.
+API_HEADER = "mmap_harness.h"
 PAGE_SIZE = 4096
 MAX_ORDER = 10          # alloc_pages() cannot do more on x86-64 (MAX_ORDER 11)
 _C_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,30}$")

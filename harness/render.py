@@ -4,9 +4,9 @@
 What each family's rendering produces, from which templates, is one table:
 
     linux    <name>.c (from <template>.c.j2), Kbuild
-    illumos  <name>.c (from <template>.c.j2), <name>.conf (driver.conf),
-             <name>.install (TOML: the files, devlink.tab line and add_drv /
-             devfsadm / rem_drv commands that install it in a guest)
+    illumos  <name>.c (from <template>.c.j2) and <name>.conf (driver.conf);
+             how it is installed in a guest (add_drv, devfsadm, rem_drv) is
+             harness/illumos/steps.py's, the same for a user's own driver
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from .errors import ConfigError
 # family -> [(template, output)], both formatted with the spec's template and name.
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "linux": [("{template}.c.j2", "{name}.c"), ("Kbuild.j2", "Kbuild")],
-    "illumos": [("{template}.c.j2", "{name}.c"), ("driver.conf.j2", "{name}.conf"),
-                ("install.j2", "{name}.install")],
+    "illumos": [("{template}.c.j2", "{name}.c"), ("driver.conf.j2", "{name}.conf")],
 }
 
 

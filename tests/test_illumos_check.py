@@ -253,6 +253,28 @@ def test_winlockio_from_the_gate_passes_with_its_makefile_flags(gate_cache: Path
 
 
 @needs_gate
+def test_a_pc_platform_driver_from_the_gate_passes_as_an_i86pc_module(gate_cache: Path,
+                                                                     tmp_path: Path):
+    """xsvc, the gate's devmap driver of uts/i86pc, includes <sys/xsvc.h> from
+    uts/i86pc: it compiles with --platform i86pc (that directory on its include
+    path, as uts/i86pc/Makefile.files puts it), and not as a uts/intel module.
+    Its CERRWARN comes from its own Makefile, read from the gate."""
+    gate = open_gate(Path(GATE))
+    src = tmp_path / "xsvc"
+    src.mkdir()
+    path = "usr/src/uts/i86pc/io/xsvc/xsvc.c"
+    (src / "xsvc.c").write_bytes(gate.read_files([path])[path])
+    own = flags.module_cerrwarn(text_loader(gate), "usr/src/uts/i86pc/xsvc/Makefile")
+    assert "-Wno-maybe-uninitialized" in own
+    cflags = [f"--cflag={f}" for f in own]
+    r = check(gate_cache, "--driver-dir", str(src), "--platform", "i86pc", *cflags)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^PASS xsvc: .*symbols ok .*cstyle ok", r.stdout, re.M), r.stdout
+    intel = check(gate_cache, "--driver-dir", str(src), *cflags)
+    assert intel.returncode == 1 and "sys/xsvc.h: No such file or directory" in intel.stdout
+
+
+@needs_gate
 def test_kernel_symbols_are_the_kernels(gate_cache: Path):
     gate = open_gate(Path(GATE))
     data = derived.derive(gate, Cache(gate_cache))
@@ -305,6 +327,59 @@ def test_the_template_drivers_and_their_workloads_pass(gate_cache: Path):
         assert re.search(rf"^PASS {name}: .*symbols ok .*cstyle ok", r.stdout, re.M), r.stdout
     for workload in ("umem_compat-m32", "refusals-m32", "fuzz", "dmabuf_vma"):
         assert f"PASS workload {workload}: compile ok" in r.stdout
+
+
+def test_the_shared_api_header_is_cstyle_checked_with_the_templates(tmp_path: Path):
+    """mmap_harness.h is compiled into every illumos template: the gate's
+    cstyle reads it too (a `#define X` with a space would fail the check)."""
+    from harness import drivers
+    from harness.illumos import sources
+
+    (module,) = sources.rendered(drivers.find_specs(["mmap_umem"]), tmp_path)
+    assert drivers.INCLUDE_DIR / drivers.API_HEADER in module.style_files
+
+
+@needs_gate
+def test_the_warning_policy_and_include_paths_come_from_the_gate_s_makefiles(gate_cache: Path):
+    """Makefile.uts's CERRWARN, read from the real gate: -Wall -Wextra -Werror
+    less its exceptions in both builds; the non-DEBUG build's RELEASE_BUILD
+    lines add -Wno-unused and -Wno-empty-body. A PC platform module's include
+    path has uts/i86pc; an ISA-wide one's does not."""
+    data = derived.derive(open_gate(Path(GATE)), Cache(gate_cache))
+    for platform in ("intel", "i86pc"):
+        debug, release = (data.flags[platform][b].gate_args for b in ("debug", "non-debug"))
+        for args in (debug, release):
+            assert {"-Wall", "-Wextra", "-Werror", "-Wno-missing-braces",
+                    "-Wno-unused-parameter"} <= set(args)
+        assert "-Wno-unused" not in debug and "-Wno-empty-body" not in debug
+        assert {"-Wno-unused", "-Wno-empty-body"} <= set(release)
+    assert "usr/src/uts/i86pc" in data.flags["i86pc"]["debug"].include_dirs()
+    assert "usr/src/uts/i86pc" not in data.flags["intel"]["debug"].include_dirs()
+
+
+# Upstream illumos-gate's "17116 devmgmt: impossible condition" (2025-02-03):
+# the commit the issue names, carried by the r1mikey/illumos-gate fork.
+ISSUE_COMMIT = "367731f049bfcb9d9d460279bdeece464fbd5ef9"
+
+
+@needs_gate
+def test_the_template_drivers_pass_at_the_upstream_commit_too(gate_cache: Path,
+                                                               tmp_path: Path):
+    """The same check at another commit of the same repository: a shared bare
+    clone (objects borrowed, nothing copied) with HEAD at ISSUE_COMMIT."""
+    has = subprocess.run(["git", "-C", GATE, "cat-file", "-e", f"{ISSUE_COMMIT}^{{commit}}"],
+                         capture_output=True)
+    if has.returncode != 0:
+        pytest.skip(f"ILLUMOS_GATE has no commit {ISSUE_COMMIT[:12]} (fetch r1mikey/illumos-gate)")
+    gate = tmp_path / "gate.git"
+    subprocess.run(["git", "clone", "-q", "--bare", "--shared", GATE, str(gate)], check=True)
+    subprocess.run(["git", "-C", str(gate), "update-ref", "--no-deref", "HEAD", ISSUE_COMMIT],
+                   check=True)
+    r = harness("--gate", str(gate), "--cache-dir", str(gate_cache))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith(f"illumos-gate {ISSUE_COMMIT[:12]} ")
+    for name in ("mmap_umem", "mmap_remap", "mmap_fault", "mmap_dmabuf"):
+        assert re.search(rf"^PASS {name}: .*symbols ok .*cstyle ok", r.stdout, re.M), r.stdout
 
 
 @needs_gate

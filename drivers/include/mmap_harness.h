@@ -7,10 +7,11 @@
  * The requests below are the same definitions on both kernels (magic 'M',
  * number, struct); their values are each kernel's own encoding
  * (<linux/ioctl.h>, illumos <sys/ioccom.h>), so a program compiled for one
- * kernel talks to the driver built for that kernel.
+ * kernel talks to the driver built for that kernel. Compiled into illumos
+ * modules, it is written to pass the gate's cstyle as well as checkpatch.
  */
 #ifndef MMAP_HARNESS_H
-#define MMAP_HARNESS_H
+#define	MMAP_HARNESS_H
 
 #if defined(__KERNEL__)
 #include <linux/ioctl.h>
@@ -25,7 +26,7 @@ typedef uint64_t __u64;
 #include <sys/ioctl.h>
 #endif
 
-#define MH_IOC_MAGIC	'M'
+#define	MH_IOC_MAGIC	'M'
 
 /* dmabuf: ALLOC returns a handle that is also the buffer's mmap offset. */
 struct mh_alloc {
@@ -35,14 +36,14 @@ struct mh_alloc {
 
 /* dmabuf: copy len bytes from src into [offset, offset + len). */
 struct mh_transfer {
-	__u64 offset;		/* an mmap offset: a handle plus an offset in it */
+	__u64 offset;		/* an mmap offset: a handle plus an offset */
 	__u64 len;
 	__u64 src;		/* user address of the data */
 };
 
-#define MH_IOC_ALLOC	_IOWR(MH_IOC_MAGIC, 1, struct mh_alloc)
-#define MH_IOC_FREE	_IOW(MH_IOC_MAGIC, 2, __u64)
-#define MH_IOC_TRANSFER	_IOW(MH_IOC_MAGIC, 3, struct mh_transfer)
+#define	MH_IOC_ALLOC	_IOWR(MH_IOC_MAGIC, 1, struct mh_alloc)
+#define	MH_IOC_FREE	_IOW(MH_IOC_MAGIC, 2, __u64)
+#define	MH_IOC_TRANSFER	_IOW(MH_IOC_MAGIC, 3, struct mh_transfer)
 
 /*
  * illumos: the counters the harness reads, one snapshot per call, from any
@@ -55,11 +56,13 @@ struct mh_counters {
 	__u64 opens;		/* open(9E) calls that succeeded */
 	__u64 maps;		/* devmap handles alive (mmap, fork, split) */
 	__u64 faults;		/* devmap_access(9E) calls (fault driver) */
-	__u64 area_bytes;	/* what a 64-bit process maps read/write at 0 */
-	__u64 dups;		/* devmap_dup(9E) calls: a handle copied by fork */
+	__u64 area_bytes;	/* what a 64-bit process maps at 0 */
+	__u64 dups;		/* devmap_dup(9E) calls: fork copied a handle */
 	__u64 unmaps;		/* devmap_unmap(9E) calls, whole or partial */
+	__u64 max_buffer_pages;	/* dmabuf: largest buffer (0: other drivers) */
+	__u64 max_buffers;	/* dmabuf: most buffers of one open */
 };
 
-#define MH_IOC_COUNTERS	_IOR(MH_IOC_MAGIC, 4, struct mh_counters)
+#define	MH_IOC_COUNTERS	_IOR(MH_IOC_MAGIC, 4, struct mh_counters)
 
 #endif /* MMAP_HARNESS_H */

@@ -171,6 +171,15 @@ static inline long mh_param(const char *device, const char *param)
 		return (long)c.faults;
 	if (strcmp(param, "area_bytes") == 0)
 		return (long)c.area_bytes;
+	if (strcmp(param, "dups") == 0)
+		return (long)c.dups;
+	if (strcmp(param, "unmaps") == 0)
+		return (long)c.unmaps;
+	/* dmabuf's limits (driver.conf); 0 in the other drivers: no such parameter */
+	if (strcmp(param, "max_buffer_pages") == 0)
+		return c.max_buffer_pages ? (long)c.max_buffer_pages : -1;
+	if (strcmp(param, "max_buffers") == 0)
+		return c.max_buffers ? (long)c.max_buffers : -1;
 	return mh_layout(param, (long)c.area_bytes);
 }
 #endif

@@ -6,6 +6,11 @@
  * right before it, check the buffer runs to the region's end, and use it:
  * what we write past the signature a second mapping reads back.
  *
+ * What mmap(2) returns differs by kernel family: Linux returns the mapped
+ * page, the buffer buffer_offset into it; illumos's segmap(9E) returns the
+ * buffer's own address (the driver shifts *addrp), and munmap(2) still
+ * wants the page, buffer_offset before it.
+ *
  * usage: remap_shifted DEVICE
  */
 #include "mh_workload.h"
@@ -14,6 +19,12 @@
 #define BUFFER_SIGNATURE	"mmap-harness: shifted buffer"
 #define SIG_BYTES		sizeof(BUFFER_SIGNATURE)
 #define SEED			0x9e3779b97f4a7c15ULL
+
+#ifdef __sun
+#define SHIFTED_BY_MMAP		1	/* mmap(2) returns page + buffer_offset */
+#else
+#define SHIFTED_BY_MMAP		0	/* mmap(2) returns the page */
+#endif
 
 static uint8_t byte_at(size_t i)
 {
@@ -75,6 +86,15 @@ int main(int argc, char **argv)
 		 strerror(errno));
 	if (map == MAP_FAILED || map2 == MAP_FAILED)
 		return mh_finish(&r);
+	mh_check(&r, (uintptr_t)map % page == (SHIFTED_BY_MMAP ? (uintptr_t)shift : 0),
+		 "address mmap returns", "%p, page offset %ld", (void *)map,
+		 (long)((uintptr_t)map % page));
+	if (r.failures)	/* where the pages are is unknown: touch nothing */
+		return mh_finish(&r);
+	if (SHIFTED_BY_MMAP) {	/* from here on, the pages themselves */
+		map -= shift;
+		map2 -= shift;
+	}
 
 	buf = map + shift;
 	mh_check(&r, memcmp((const void *)buf, BUFFER_SIGNATURE, SIG_BYTES) == 0,

@@ -18,7 +18,11 @@
  */
 #include "umem_layout.h"	/* first: it sets _FILE_OFFSET_BITS */
 
+#ifdef __sun
+#include <sys/systeminfo.h>
+#else
 #include <sys/utsname.h>
+#endif
 
 #if UINTPTR_MAX == UINT32_MAX
 #define MODEL		"32-bit"
@@ -53,11 +57,20 @@ static void claim_page(struct mh_report *r, void *map, size_t page)
 /* Whether the kernel runs programs of both data models (it is a 64-bit one). */
 static int two_models(void)
 {
+#ifdef __sun
+	char isa[32];
+#else
 	struct utsname u;
+#endif
 
 	if (OWN_MARKER == UMEM_MARKER_64)
 		return 1;
+#ifdef __sun
+	/* uname -m says i86pc under either kernel; only a 64-bit one names a 64-bit ISA. */
+	return sysinfo(SI_ARCHITECTURE_64, isa, sizeof(isa)) > 0;
+#else
 	return uname(&u) == 0 && strstr(u.machine, "64") != NULL;
+#endif
 }
 
 /* The sibling build of the other data model, in the same directory as we are. */

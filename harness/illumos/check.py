@@ -75,11 +75,13 @@ class DriverResult:
 @dataclass(frozen=True)
 class Module:
     """A driver module to check: its sources (one module), where its own headers
-    are, which files cstyle reads, and options its Makefile would add."""
+    are, which files cstyle reads, and the uts directory it builds in
+    (flags.PLATFORMS: intel, or i86pc for a PC platform driver)."""
     name: str
     sources: list[Path]
     include_dirs: list[Path]
     style_files: list[Path]
+    platform: str = "intel"
 
 
 INSIDE_WORK = "/check"   # the scratch directory, seen in the sandbox
@@ -134,7 +136,7 @@ def _staged(module: Module, derived: Derived, work: Path,
     box = stage(work, derived.headers, files, timeout_scale)
     staged = Module(module.name, [work / "src" / s.name for s in module.sources],
                     [work / "include" / str(n) for n in range(len(module.include_dirs))],
-                    [work / "src" / s.name for s in module.style_files])
+                    [work / "src" / s.name for s in module.style_files], module.platform)
     return staged, box
 
 
@@ -170,7 +172,7 @@ def _compile(module: Module, derived: Derived, box: Box, build: str, out: Path,
              cflags: list[str], failures: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     sandbox.hand_over(out)
-    base = derived.flags[build].argv(Path(INSIDE_GATE))
+    base = derived.flags[module.platform][build].argv(Path(INSIDE_GATE))
     includes = [f"-I{box.inside(d)}" for d in module.include_dirs]
     objs: list[Path] = []
     for src in module.sources:

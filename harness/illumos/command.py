@@ -30,6 +30,7 @@ class Request:
     picky: bool
     cache_dir: Path
     timeout_scale: float = 1.0  # times each compiler or cstyle run's base seconds
+    platform: str = "intel"     # of the driver_dirs: uts/intel or uts/i86pc
 
 
 def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
@@ -40,7 +41,7 @@ def run(req: Request, say: Callable[[str], None]) -> list[DriverResult]:
                           hint=f"give --gate PATH (a git checkout or bare repository of "
                                f"illumos-gate), or set {GATE_ENV}")
     cflags = [gcc_flag(f) for f in req.cflags]
-    own = [sources.from_dir(d) for d in req.driver_dirs]
+    own = [sources.from_dir(d, req.platform) for d in req.driver_dirs]
     with tempfile.TemporaryDirectory(prefix="mmap-harness-illumos-") as tmp:
         specs = sources.specs(req.drivers) if req.drivers or not own else []
         modules = _modules(specs, own, Path(tmp) / "src")

@@ -6,7 +6,8 @@
                    the assembly sources' (uts/i86pc, usr/src/common, ...) and of
                    userland (usr/src/head), for the workloads
     cstyle.pl      the gate's usr/src/tools/scripts/cstyle.pl
-    flags.json     the compile options of the DEBUG and non-DEBUG builds
+    flags.json     the compile options of the DEBUG and non-DEBUG builds, for
+                   modules of uts/intel and of uts/i86pc (flags.PLATFORMS)
     symbols.txt    what unix and genunix define, one a line
     derived.json   how: counts, objects without source, missing blobs, seconds
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from ..cache import Cache
 from ..errors import ConfigError
 from . import cw, csyms, flags, kernel_symbols, makevars
-from .flags import BUILDS, CompileFlags
+from .flags import BUILDS, PLATFORMS, CompileFlags
 from .gate import Gate, extract_headers, text_loader
 
 KIND = "illumos-gate"
@@ -41,7 +42,7 @@ _DERIVING = [makevars, cw, flags, csyms, kernel_symbols]
 class Derived:
     dir: Path
     commit: str
-    flags: dict[str, CompileFlags]
+    flags: dict[str, dict[str, CompileFlags]]   # platform -> build -> options
     symbols: frozenset[str]
     built_s: float          # 0.0 when the entry was already cached
 
@@ -76,7 +77,7 @@ def derive(gate: Gate, cache: Cache, gcc: str = "gcc") -> Derived:
 
 def load(entry: Path, commit: str, built_s: float = 0.0) -> Derived:
     data = json.loads((entry / "flags.json").read_text())
-    compile_flags = {b: CompileFlags(**data[b]) for b in BUILDS}
+    compile_flags = {p: {b: CompileFlags(**data[p][b]) for b in BUILDS} for p in PLATFORMS}
     symbols = frozenset((entry / "symbols.txt").read_text().split())
     return Derived(dir=entry, commit=commit, flags=compile_flags, symbols=symbols,
                    built_s=built_s)
@@ -85,9 +86,11 @@ def load(entry: Path, commit: str, built_s: float = 0.0) -> Derived:
 def _build(gate: Gate, out: Path, gcc: str) -> None:
     start = time.monotonic()
     load_file = text_loader(gate)
-    compile_flags = {b: flags.derive(load_file, b, gcc) for b in BUILDS}
+    compile_flags = {p: {b: flags.derive(load_file, b, gcc, p) for b in BUILDS}
+                     for p in PLATFORMS}
     listing = gate.tree(["usr/src/uts", "usr/src/common", USERLAND_HEADERS, CSTYLE])
-    include_dirs = sorted({d for f in compile_flags.values() for d in f.include_dirs()})
+    include_dirs = sorted({d for by_build in compile_flags.values()
+                           for f in by_build.values() for d in f.include_dirs()})
     include_dirs.append(USERLAND_HEADERS)
     missing = extract_headers(gate, listing, include_dirs, out / "gate")
     cstyle = gate.read({CSTYLE: listing[CSTYLE]} if CSTYLE in listing else {})
@@ -99,7 +102,8 @@ def _build(gate: Gate, out: Path, gcc: str) -> None:
         syms = kernel_symbols.derive(gate, load_file, listing, out / "gate", Path(scratch),
                                      gcc)
     (out / "flags.json").write_text(json.dumps(
-        {b: dataclasses.asdict(f) for b, f in compile_flags.items()}, indent=1))
+        {p: {b: dataclasses.asdict(f) for b, f in by_build.items()}
+         for p, by_build in compile_flags.items()}, indent=1))
     (out / "symbols.txt").write_text("".join(f"{s}\n" for s in sorted(syms.symbols)))
     (out / "derived.json").write_text(json.dumps({
         "commit": gate.commit, "gate": str(gate.path), "gcc": flags.gcc_version(gcc),

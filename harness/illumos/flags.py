@@ -25,6 +25,13 @@ from .makevars import MakeVars
 
 GATE = "@GATE@"     # the gate's top in flags that are kept; argv() puts the real one
 MODULE_MAKEFILE = "usr/src/uts/intel/Makefile.intel"
+# What a module's Makefile includes, by where the module lives: uts/intel for
+# ISA-wide drivers (pseudo devices, most of them), uts/i86pc for drivers of the
+# PC platform (xsvc, ...), whose include path adds uts/i86pc (Makefile.files).
+PLATFORMS: dict[str, str] = {
+    "intel": MODULE_MAKEFILE,
+    "i86pc": "usr/src/uts/i86pc/Makefile.i86pc",
+}
 
 # The two builds of nightly (usr/src/tools/scripts/nightly): DEBUG (BUILD_TYPE
 # DBG64, RELEASE_BUILD left to Makefile.master's '#': the $(RELEASE_BUILD) lines
@@ -90,12 +97,15 @@ def module_cerrwarn(load: Callable[[str], str | None], makefile: str) -> list[st
     return [w.split("=", 1)[1] for w in extra if w.startswith("-_gcc=")]
 
 
-def derive(load: Callable[[str], str | None], build: str, gcc: str = "gcc") -> CompileFlags:
-    """The compile options of `build` ('debug' or 'non-debug') for the host's gcc."""
-    mv = module_vars(load, build)
+def derive(load: Callable[[str], str | None], build: str, gcc: str = "gcc",
+           platform: str = "intel") -> CompileFlags:
+    """The compile options of `build` ('debug' or 'non-debug') of a module of
+    `platform` (see PLATFORMS) for the host's gcc."""
+    makefile = PLATFORMS[platform]
+    mv = module_vars(load, build, makefile)
     line = mv.get("COMPILE.c").split()
     if "-c" not in line or not mv.get("CPPFLAGS"):
-        raise ConfigError(f"the gate's {MODULE_MAKEFILE} gives no compile line "
+        raise ConfigError(f"the gate's {makefile} gives no compile line "
                           f"(COMPILE.c: {' '.join(line)!r})",
                           hint="check that --gate is an illumos-gate with usr/src/uts")
     line.remove("-c")

@@ -20,19 +20,20 @@ def specs(names: list[str] | None) -> list[drivers.DriverSpec]:
 
 
 def rendered(specs: list[drivers.DriverSpec], out_dir: Path) -> list[Module]:
-    """`specs` rendered under `out_dir`. cstyle reads the driver's C file; the
-    user-API header beside it is the harness's, shared with Linux."""
+    """`specs` rendered under `out_dir`. cstyle reads the driver's C file and
+    the user-API header it compiles in (the harness's, shared with Linux)."""
     modules = []
     for spec in specs:
         target = render(spec, out_dir, FAMILY)
         source = target / f"{spec.name}.c"
-        modules.append(Module(spec.name, [source], [target, drivers.INCLUDE_DIR], [source]))
+        modules.append(Module(spec.name, [source], [target, drivers.INCLUDE_DIR],
+                              [source, drivers.INCLUDE_DIR / drivers.API_HEADER]))
     return modules
 
 
-def from_dir(path: Path) -> Module:
-    """Every .c of `path` as one module, named after the directory; cstyle reads
-    its .c and .h files."""
+def from_dir(path: Path, platform: str = "intel") -> Module:
+    """Every .c of `path` as one module, named after the directory, built as a
+    module of `platform`'s uts directory; cstyle reads its .c and .h files."""
     if not path.is_dir():
         raise ConfigError(f"--driver-dir {path}: no such directory",
                           hint="give the directory holding the driver's .c files")
@@ -41,4 +42,4 @@ def from_dir(path: Path) -> Module:
         raise ConfigError(f"--driver-dir {path}: no .c file in it",
                           hint="give the directory holding the driver's .c files")
     return Module(path.resolve().name, sources, [path, drivers.INCLUDE_DIR],
-                  [*sources, *sorted(path.glob("*.h"))])
+                  [*sources, *sorted(path.glob("*.h"))], platform)
