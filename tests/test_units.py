@@ -294,3 +294,27 @@ def test_a_guests_cache_entries_are_not_a_longer_named_guests():
     assert not is_guests("debian-bookworm-686-tiny-41c10d1c8532d0a9", "debian-bookworm", guests)
     assert is_guests("debian-bookworm-686-tiny-41c10d1c8532d0a9", "debian-bookworm-686", guests)
     assert not is_guests("debian-trixie-tiny-1", "debian-bookworm", guests)
+
+
+def test_a_workload_takes_the_headers_of_its_directory_tree(tmp_path: Path, monkeypatch):
+    """`#include "sub/x.h"` works: headers three levels down come along, with
+    their paths; sources, hidden directories and deeper levels do not; and a
+    directory full of headers (a workload in $HOME) stops the walk."""
+    from harness.linux import build
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for rel in ("a.h", "lib/b.h", "lib/x/y/c.def", "lib/x/y/z/too_deep.h", ".git/d.h",
+                "other.c", "lib/e.inc"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    build._copy_headers(src, dst)
+    got = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert got == ["a.h", "lib/b.h", "lib/e.inc", "lib/x/y/c.def"]
+    assert (dst / "lib/b.h").read_text() == "lib/b.h"
+
+    monkeypatch.setattr(build, "HEADER_FILES", 2)
+    capped = tmp_path / "capped"
+    build._copy_headers(src, capped)
+    # a directory once entered is copied whole; after it, the walk ends
+    assert sorted(str(p.relative_to(capped)) for p in capped.rglob("*") if p.is_file()) == \
+        ["a.h", "lib/b.h", "lib/e.inc"]

@@ -41,6 +41,7 @@ INCLUDE_DIR = "/build/include"
 # What a workload's `#include "x.h"` can name next to it: copied with the source.
 HEADER_SUFFIXES = (".h", ".inc", ".def")
 HEADER_DEPTH = 3   # levels of subdirectories below the workload searched for them
+HEADER_FILES = 1000   # then no deeper: a workload in $HOME must not copy a kernel tree
 # Build products of someone else's tree: never copied in, so make starts clean.
 STALE_PRODUCTS = ("*.ko", "*.o", "*.mod", "*.mod.c", ".*.cmd", "modules.order",
                   "Module.symvers")
@@ -231,17 +232,21 @@ class Builder:
 
 def _copy_headers(src: Path, dst: Path) -> None:
     """The headers under `src`, to HEADER_DEPTH levels of subdirectories
-    (`#include "sub/x.h"`), to the same places under `dst`. Hidden
-    directories (.git) are skipped, and so is what vanishes meanwhile: a
-    workload may sit in a busy directory such as /tmp."""
+    (`#include "sub/x.h"`), to the same places under `dst`; once HEADER_FILES
+    are found no further directory is entered. Hidden directories (.git) are
+    skipped, and so is what vanishes meanwhile: a workload may sit in a busy
+    directory such as /tmp."""
+    found = 0
     for top, dirs, files in os.walk(src):
+        if found >= HEADER_FILES:
+            break
         here = Path(top)
         depth = len(here.relative_to(src).parts)
+        headers = [f for f in files if Path(f).suffix in HEADER_SUFFIXES]
+        found += len(headers)
         dirs[:] = [] if depth >= HEADER_DEPTH else sorted(
             d for d in dirs if not d.startswith("."))
-        for f in files:
-            if Path(f).suffix not in HEADER_SUFFIXES:
-                continue
+        for f in headers:
             target = dst / (here / f).relative_to(src)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
