@@ -18,7 +18,9 @@ class Progress:
     def say(self, stage: str, message: str) -> None:
         if not self.quiet:
             elapsed = time.monotonic() - self.start
-            print(f"[{elapsed:6.1f}s] {stage:<7} {message}", file=self.stream, flush=True)
+            # One write per line: guests run in parallel (`run --jobs`) share the stream.
+            self.stream.write(f"[{elapsed:6.1f}s] {stage:<7} {message}\n")
+            self.stream.flush()
 
     def ticker(self, stage: str, what: str):
         def tick(seconds: float) -> None:

@@ -8,6 +8,7 @@ seconds and the host has two cores.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import resource
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,6 +99,7 @@ class RunOptions:
     cold_boot: bool = False     # never start from a snapshot, nor save one (--cold-boot)
     kernel: str = "stock"       # or "debug": the suite's kernel built with its debug options
     strict_static: bool = False  # a static check's finding fails (--strict-sparse), not warns
+    jobs: int = 1               # guests run at once (`run --jobs`)
 
     def drivers_for(self, definition: GuestDefinition) -> list[DriverPlan]:
         if self.guest_drivers is None:
@@ -131,14 +133,19 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
     result = RunResult(run_id, _now(), host_info(),
                        fuzz={"seed": opts.fuzz_seed, "ops": opts.fuzz_ops})
     progress.say("run", f"{run_id}: results in {run_dir}")
+    variant = "" if opts.kernel == "stock" else f"-{opts.kernel}"
+    runs = []
+    for definition in opts.guests:
+        guest = GuestResult(definition.name, opts.flavour.value,
+                            f"{definition.name}-{opts.flavour.value}{variant}",
+                            kernel_variant=opts.kernel)
+        runs.append(GuestRun(opts, definition, run_dir, guest, progress))
     try:
-        for definition in opts.guests:
-            variant = "" if opts.kernel == "stock" else f"-{opts.kernel}"
-            guest = GuestResult(definition.name, opts.flavour.value,
-                                f"{definition.name}-{opts.flavour.value}{variant}",
-                                kernel_variant=opts.kernel)
-            result.guests.append(guest)
-            GuestRun(opts, definition, run_dir, guest, progress).run()
+        if opts.jobs > 1 and len(runs) > 1:
+            _run_in_parallel(runs, opts.jobs, result, run_dir)
+        for guest_run in runs if opts.jobs == 1 or len(runs) == 1 else ():
+            result.guests.append(guest_run.result)
+            guest_run.run()
             results.write_json(result, run_dir / "results.json")
     finally:
         result.finished = _now()
@@ -146,6 +153,40 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
         results.write_json(result, run_dir / "results.json")
         results.write_junit(result, run_dir / "junit.xml")
     return result, run_dir
+
+
+def _run_in_parallel(runs: list[GuestRun], jobs: int, result: RunResult,
+                     run_dir: Path) -> None:
+    """Up to `jobs` guests at once, each in a thread of its own; results.json
+    is rewritten as each ends. A signal reaches the main thread only: it
+    stops every guest still running (their QEMUs are stopped as they unwind)
+    and waits for them, as one guest's ConfigError or HostError does."""
+    result.guests.extend(r.result for r in runs)
+    written = threading.Lock()
+
+    def one(guest_run: GuestRun) -> None:
+        try:
+            guest_run.run()
+        finally:
+            with written:
+                results.write_json(result, run_dir / "results.json")
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="guest") as pool:
+        futures = {pool.submit(one, r): r for r in runs}
+        try:
+            pending = set(futures)
+            while pending:   # timed waits, so a signal is taken at once
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()   # a guest's ConfigError, HostError or interruption
+        except BaseException as e:
+            for future, r in futures.items():
+                if future.cancel():   # not started yet: it never will
+                    r.result.error = f"interrupted before it started: {e or type(e).__name__}"
+                    r.result.error_kind = Interrupted.kind
+                    r.result.settle()
+                r.stop()
+            raise
 
 
 class GuestRun:
@@ -161,6 +202,23 @@ class GuestRun:
         self.timeouts = opts.timeouts
         self.family = family_of(definition.family)
         self.drivers = opts.drivers_for(definition)
+        self._thread: int | None = None     # the thread in its body, while it is
+        self._thread_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._build_cancel: threading.Event | None = None   # the boot attempt's
+
+    def stop(self) -> None:
+        """From another thread: end this run as a signal would. Its build is
+        cancelled, and KeyboardInterrupt is raised in its thread, which then
+        unwinds as the main thread does on Ctrl-C (QEMU stopped and reaped,
+        partial results kept). Its waits are short polls, so it is prompt."""
+        self._stopped.set()
+        if self._build_cancel is not None:
+            self._build_cancel.set()
+        with self._thread_lock:   # never into a thread that has left the body
+            if self._thread is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._thread), ctypes.py_object(KeyboardInterrupt))
 
     def say(self, stage: str, message: str) -> None:
         self.progress.say(stage, f"{self.definition.name}: {message}")
@@ -168,7 +226,11 @@ class GuestRun:
     def run(self) -> None:
         g, start, cpu = self.result, time.monotonic(), _own_cpu_s()
         self.dir.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock:
+            self._thread = threading.get_ident()
         try:
+            if self._stopped.is_set():
+                raise Interrupted("the run stopped before this guest started")
             with ExitStack() as held:  # the image's leases, for the whole run
                 self._boot_with_one_retry(self._image(held))
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
@@ -181,6 +243,8 @@ class GuestRun:
             g.error, g.error_kind = str(e), e.kind
             self.say("error", str(e))
         finally:
+            with self._thread_lock:
+                self._thread = None
             g.timings.total_s = round(time.monotonic() - start, 3)
             g.timings.harness_cpu_s = round(_own_cpu_s() - cpu, 3)
             g.settle()
@@ -226,7 +290,9 @@ class GuestRun:
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
         sources = {p.key: self.family.render(p.spec, self.dir / "src")
                    for p in self.drivers if p.spec is not None}
-        cancel = threading.Event()
+        cancel = self._build_cancel = threading.Event()
+        if self._stopped.is_set():
+            cancel.set()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
             guest = self.family.guest(image, choice.accel, Path(tmp), self.dir / "console.log",

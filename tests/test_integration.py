@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import paramiko
@@ -293,6 +294,55 @@ def test_interrupted_run_leaves_no_qemu_and_images_unchanged(sig, tmp_path: Path
         assert data["guests"][0]["error"].startswith("interrupted")
         console = only_run_dir(tmp_path) / "debian-bookworm-tiny" / "console.log"
         assert console.stat().st_size > 0
+
+
+def test_two_guests_run_at_once_with_jobs(tmp_path: Path):
+    """`--jobs 2`: both guests boot and run together, each with its own
+    directory and results, in less wall time than their loops add up to."""
+    r = run_cli("run", "--guest", "debian-bookworm", "--guest", "debian-trixie", "--jobs", "2",
+                "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    run_dir = only_run_dir(tmp_path)
+    data = json.loads((run_dir / "results.json").read_text())
+    assert [g["name"] for g in data["guests"]] == ["debian-bookworm", "debian-trixie"]
+    for g in data["guests"]:
+        assert g["status"] == "pass" and len(g["drivers"]) == 4, g["name"]
+        assert (run_dir / g["dir"] / "console.log").stat().st_size > 0
+    wall = (datetime.fromisoformat(data["finished"]) -
+            datetime.fromisoformat(data["started"])).total_seconds()
+    assert wall + 2 < sum(g["timings"]["total_s"] for g in data["guests"])   # they overlapped
+    # progress lines from both, each whole
+    lines = [x for x in r.stderr.splitlines() if x.startswith("[")]
+    assert any("debian-bookworm:" in x for x in lines) and any("debian-trixie:" in x for x in lines)
+
+
+def test_interrupting_parallel_guests_stops_them_all(tmp_path: Path, guest_image):
+    """Ctrl-C reaches the main thread only: every guest still running stops,
+    its QEMU reaped and its results saying so, as with one guest."""
+    for name in ("debian-bookworm", "debian-trixie"):
+        guest_image(name)      # built beforehand: the interrupt must land in the boots
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--guest",
+                             "debian-bookworm", "--guest", "debian-trixie", "--jobs", "2",
+                             "--cold-boot", "--results", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    markers = [f"mmap-harness-{name}-{proc.pid}" for name in ("debian-bookworm", "debian-trixie")]
+    deadline = time.monotonic() + 120
+    while not all(qemu_processes(m) for m in markers):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the two QEMUs never ran at once"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=90)
+    deadline = time.monotonic() + 10
+    while any(qemu_processes(m) for m in markers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [qemu_processes(m) for m in markers] == [[], []]
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    data = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
+    assert data["status"] == "fail"
+    for g in data["guests"]:
+        assert g["status"] == "error" and g["error"].startswith("interrupted"), g
+        assert g["error_kind"] == "interrupted"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])

@@ -6,6 +6,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from harness import results, workloads
 from harness.initramfs import CpioWriter, module_load_order
 from harness.qemu import DiskImage, MachineSpec, command_line
@@ -318,3 +320,47 @@ def test_a_workload_takes_the_headers_of_its_directory_tree(tmp_path: Path, monk
     # a directory once entered is copied whole; after it, the walk ends
     assert sorted(str(p.relative_to(capped)) for p in capped.rglob("*") if p.is_file()) == \
         ["a.h", "lib/b.h", "lib/e.inc"]
+
+
+def test_parallel_guests_stop_together_when_one_stops_the_run(tmp_path: Path):
+    """`run --jobs`: a guest's HostError ends the run, as it does one guest
+    after the other; a guest still running in another thread is stopped at
+    once (KeyboardInterrupt raised in its thread) and says it was interrupted.
+    The guests' bodies stand in for a boot: this is the threads' logic only."""
+    import threading
+    import time
+
+    from harness import guests, session
+    from harness.errors import HostError
+    from harness.results import GuestResult, RunResult
+
+    class Failing(session.GuestRun):
+        def _image(self, held):
+            time.sleep(0.3)
+            raise HostError("the disk is full")
+
+    class Busy(session.GuestRun):
+        stopped_after = None
+
+        def _image(self, held):
+            start = time.monotonic()
+            try:
+                while time.monotonic() - start < 60:   # a long boot, polling
+                    time.sleep(0.01)
+            finally:
+                Busy.stopped_after = time.monotonic() - start
+
+    definition = guests.find("debian-bookworm")
+    opts = session.RunOptions(guests=[definition, definition], drivers=[], jobs=2)
+    runs = [cls(opts, definition, tmp_path, GuestResult(definition.name, "tiny", f"g{n}"),
+                session.Progress(quiet=True)) for n, cls in enumerate((Failing, Busy))]
+    result = RunResult("r", "now", {})
+    with pytest.raises(HostError):
+        session._run_in_parallel(runs, 2, result, tmp_path)
+    assert Busy.stopped_after is not None and Busy.stopped_after < 5
+    failing, busy = (r.result for r in runs)
+    assert failing.error == "the disk is full" and failing.error_kind == "infra"
+    assert busy.error.startswith("interrupted") and busy.error_kind == "interrupted"
+    assert busy.status == "error"
+    assert [t for t in threading.enumerate() if t.name.startswith("guest")] == []
+    assert (tmp_path / "results.json").is_file()
