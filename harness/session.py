@@ -143,10 +143,11 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
     try:
         if opts.jobs > 1 and len(runs) > 1:
             _run_in_parallel(runs, opts.jobs, result, run_dir)
-        for guest_run in runs if opts.jobs == 1 or len(runs) == 1 else ():
-            result.guests.append(guest_run.result)
-            guest_run.run()
-            results.write_json(result, run_dir / "results.json")
+        else:
+            for guest_run in runs:   # one after the other: a guest not run is not listed
+                result.guests.append(guest_run.result)
+                guest_run.run()
+                results.write_json(result, run_dir / "results.json")
     finally:
         result.finished = _now()
         result.settle()
