@@ -237,9 +237,11 @@ class GuestSSH:
                     break  # the status may come before the last data: wait for EOF
                 elif time.monotonic() > deadline:
                     raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
-                elif chan.closed or not self._transport.is_active():
+                elif not self._transport.is_active():
                     self._check_alive()
                     raise SSHError(f"the SSH connection dropped while running `{text}`")
+                elif chan.closed:
+                    break  # no exit status: killed by a signal (paramiko drops exit-signal)
                 else:
                     self._check_alive()
                     select.select([chan], [], [], 0.1)
