@@ -27,9 +27,10 @@ DEATH_GRACE_S = 3.0
 SIGNAL_SETTLE_S = 0.5
 HANDSHAKE_S = 20.0
 AEAD_CIPHER = "aes128-gcm@openssh.com"
-# A full guest's first session goes through pam_systemd, which waits up to 25 s
-# for logind while systemd is still starting units (a cold image's first boot
-# under TCG: 'Timeout opening channel' at 10 s).
+# Base seconds for sshd to open a session. A full guest still starting its
+# systemd units on a slow boot under TCG took more than 10 s for its first one
+# ('Timeout opening channel', right after login; the cause inside the guest
+# was not pinned down).
 OPEN_SESSION_S = 30.0
 
 
@@ -241,7 +242,9 @@ class GuestSSH:
                     self._check_alive()
                     raise SSHError(f"the SSH connection dropped while running `{text}`")
                 elif chan.closed:
-                    break  # no exit status: killed by a signal (paramiko drops exit-signal)
+                    # Closed since the exit-status check above (exit-status, EOF
+                    # and close arrive together): the status is read below.
+                    break
                 else:
                     self._check_alive()
                     select.select([chan], [], [], 0.1)
