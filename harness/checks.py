@@ -113,7 +113,10 @@ def unload_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
     rmmod or modunload: an error message, empty when it unloaded) must fail
     until the holder is gone. Plain POSIX sh, so every family's guest runs it."""
     start = time.monotonic()
-    script = ('"$1" "$2" > "$3" 2>&1 & echo $!; '
+    # The file is emptied before the holder starts: the holder's own `>` runs
+    # in the child, after this shell may already have read the last check's
+    # "holding" there.
+    script = (': > "$3"; "$1" "$2" > "$3" 2>&1 & echo $!; '
               'i=0; while [ $i -lt "$4" ] && ! grep -q holding "$3"; '
               'do i=$((i+1)); sleep 0.1; done; grep -q holding "$3"')
     out = f"{posixpath.dirname(holder)}/hold.out"
@@ -122,10 +125,12 @@ def unload_refused_while_mapped(ssh: GuestSSH, holder: str, device: str,
                       timeout=HOLD_READY_TIMEOUT + COMMAND_SLACK_S)
     pid = started.stdout.split()[0] if started.stdout.split() else ""
     if not started.ok or not pid.isdigit():
+        said = ssh.run(["cat", out], timeout=30).stdout.strip()
         if pid.isdigit():
             ssh.run(["kill", "-9", pid], timeout=30)
         return WorkloadResult("harness:rmmod-busy", FAIL, {},
-                              f"the holder could not map {device}: {started.stdout.strip()}",
+                              f"the holder could not map {device} (exit {started.exit_status}): "
+                              f"{said or started.stdout.strip()}",
                               time.monotonic() - start)
     refused = unload()
     ssh.run(["sh", "-c", 'kill -9 "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done',

@@ -9,19 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import signal
 import sys
 import tempfile
 from pathlib import Path
-from types import FrameType
 
 from . import (artifacts, bench, drivers, guests, history, images, interactive, kcidb, live,
                plan, report, results, session, snapshot)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
-from .errors import ConfigError, HarnessError, HostError, Interrupted
+from .errors import ConfigError, HarnessError, HostError, Interrupted, why_stopped
 from .guests import Flavour
-from .procs import STOP_SIGNALS
+from .procs import unwind_on_stop_signals
 from .progress import Progress
 from .results import PASS, table
 
@@ -119,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     cold_boot_option(run)
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="guests run at once (default 1; on 2 cores two TCG guests give "
-                          "about 1.3x the throughput of one after the other)")
+                          "1.0-1.4x the throughput of one after the other)")
     run.add_argument("--strict-sparse", action="store_true",
                      help="a sparse finding in a module's own sources fails the run "
                           "(default: a 'warn' row that does not)")
@@ -482,22 +480,9 @@ def _cmd_guest(args: argparse.Namespace, progress: Progress) -> int:
         return interactive.shell(guest, Path(tmp))
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    """The first stop signal unwinds the run; later ones (a terminal sends
-    SIGHUP then SIGCONT and more; an impatient ^C) are ignored so that the
-    unwinding, which reaps QEMU in seconds, is not cut short. SIGKILL still
-    works, and QEMU dies with the harness then too (PR_SET_PDEATHSIG)."""
-    for s in STOP_SIGNALS:   # Ctrl-C, kill, a dropped terminal
-        signal.signal(s, signal.SIG_IGN)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt   # as Python's own: no `except HarnessError` swallows it
-    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    for s in STOP_SIGNALS:
-        signal.signal(s, _raise_interrupted)
+    unwind_on_stop_signals()
     progress = Progress()
     try:
         if args.command == "run":
@@ -516,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_guest(args, progress)
         return _cmd_images(args, progress)
     except (KeyboardInterrupt, Interrupted) as e:
-        what = e.message if isinstance(e, Interrupted) else "stopped by SIGINT"
+        what = why_stopped(e)
         print(f"mmap-harness: {what}; QEMU stopped, results and logs kept", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ConfigError, HostError) as e:

@@ -38,6 +38,18 @@ class HarnessError(Exception):
     def __str__(self) -> str:
         return f"{self.message}\n  what to do: {self.hint}" if self.hint else self.message
 
+    def __reduce__(self) -> tuple:
+        # Whole across a pickle (a `run --jobs` guest's process reports to the
+        # run's), whatever arguments a subclass's __init__ takes.
+        return (_rebuilt, (type(self), self.__dict__))
+
+
+def _rebuilt(cls: type[HarnessError], state: dict) -> HarnessError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(HarnessError):
     """A guest definition, driver spec or command-line value is invalid."""
@@ -135,3 +147,12 @@ class Interrupted(HarnessError):
     """The run was interrupted by a signal and cleaned up."""
 
     kind = "interrupted"
+
+
+def why_stopped(e: BaseException) -> str:
+    """What stopped a run, in words (a KeyboardInterrupt has none of its own)."""
+    if isinstance(e, HarnessError):
+        return e.message
+    if isinstance(e, KeyboardInterrupt):
+        return "stopped by SIGINT"
+    return str(e) or type(e).__name__

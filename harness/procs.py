@@ -18,6 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
+
+from .errors import Interrupted
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -47,6 +50,26 @@ def stop_signals_held() -> Iterator[None]:
             signal.signal(s, handler)
         if held:
             signal.raise_signal(held[0])
+
+
+def unwind_on_stop_signals() -> None:
+    """Main thread: a stop signal raises KeyboardInterrupt (SIGINT) or
+    Interrupted where the program is, which unwinds it (QEMU stopped and
+    reaped, results written)."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, _raise_interrupted)
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    """The first stop signal unwinds the run; later ones (a terminal sends
+    SIGHUP then SIGCONT and more; an impatient ^C) are ignored so that the
+    unwinding, which reaps QEMU in seconds, is not cut short. SIGKILL still
+    works, and QEMU dies with the harness then too (PR_SET_PDEATHSIG)."""
+    for s in STOP_SIGNALS:   # Ctrl-C, kill, a dropped terminal
+        signal.signal(s, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt   # as Python's own: no `except HarnessError` swallows it
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
 
 def set_parent_death_signal(sig: int) -> None:

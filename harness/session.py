@@ -8,7 +8,6 @@ seconds and the host has two cores.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import resource
@@ -17,14 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import results, workloads
+from . import parallel, results, workloads
 from .cache import Cache
 from .driver_run import DriverRun, Limits
 from .errors import (
@@ -34,6 +33,7 @@ from .errors import (
     HarnessError,
     HostError,
     Interrupted,
+    why_stopped,
 )
 from .family import Artifacts, BuildJob, family_of
 from .guest import Guest
@@ -142,7 +142,7 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
         runs.append(GuestRun(opts, definition, run_dir, guest, progress))
     try:
         if opts.jobs > 1 and len(runs) > 1:
-            _run_in_parallel(runs, opts.jobs, result, run_dir)
+            _run_in_parallel(runs, opts.jobs, result, run_dir, progress)
         else:
             for guest_run in runs:   # one after the other: a guest not run is not listed
                 result.guests.append(guest_run.result)
@@ -156,38 +156,19 @@ def run(opts: RunOptions, progress: Progress) -> tuple[RunResult, Path]:
     return result, run_dir
 
 
-def _run_in_parallel(runs: list[GuestRun], jobs: int, result: RunResult,
-                     run_dir: Path) -> None:
-    """Up to `jobs` guests at once, each in a thread of its own; results.json
-    is rewritten as each ends. A signal reaches the main thread only: it
-    stops every guest still running (their QEMUs are stopped as they unwind)
-    and waits for them, as one guest's ConfigError or HostError does."""
+def _run_in_parallel(runs: list[GuestRun], at_once: int, result: RunResult,
+                     run_dir: Path, progress: Progress) -> None:
+    """Up to `at_once` guests at once, each in a process of its own
+    (harness/parallel.py); results.json is rewritten as each ends."""
     result.guests.extend(r.result for r in runs)
-    written = threading.Lock()
 
-    def one(guest_run: GuestRun) -> None:
-        try:
-            guest_run.run()
-        finally:
-            with written:
-                results.write_json(result, run_dir / "results.json")
+    def ended(i: int, guest: GuestResult) -> None:
+        runs[i].result = result.guests[i] = guest
+        results.write_json(result, run_dir / "results.json")
 
-    with ThreadPoolExecutor(jobs, thread_name_prefix="guest") as pool:
-        futures = {pool.submit(one, r): r for r in runs}
-        try:
-            pending = set(futures)
-            while pending:   # timed waits, so a signal is taken at once
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    future.result()   # a guest's ConfigError, HostError or interruption
-        except BaseException as e:
-            for future, r in futures.items():
-                if future.cancel():   # not started yet: it never will
-                    r.result.error = f"interrupted before it started: {e or type(e).__name__}"
-                    r.result.error_kind = Interrupted.kind
-                    r.result.settle()
-                r.stop()
-            raise
+    jobs = [parallel.GuestJob(type(r), r.opts, r.definition, run_dir, r.result,
+                              progress.start, progress.quiet) for r in runs]
+    parallel.run_guests(jobs, at_once, runs[0].timeouts.scale, ended)
 
 
 class GuestRun:
@@ -203,23 +184,6 @@ class GuestRun:
         self.timeouts = opts.timeouts
         self.family = family_of(definition.family)
         self.drivers = opts.drivers_for(definition)
-        self._thread: int | None = None     # the thread in its body, while it is
-        self._thread_lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._build_cancel: threading.Event | None = None   # the boot attempt's
-
-    def stop(self) -> None:
-        """From another thread: end this run as a signal would. Its build is
-        cancelled, and KeyboardInterrupt is raised in its thread, which then
-        unwinds as the main thread does on Ctrl-C (QEMU stopped and reaped,
-        partial results kept). Its waits are short polls, so it is prompt."""
-        self._stopped.set()
-        if self._build_cancel is not None:
-            self._build_cancel.set()
-        with self._thread_lock:   # never into a thread that has left the body
-            if self._thread is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self._thread), ctypes.py_object(KeyboardInterrupt))
 
     def say(self, stage: str, message: str) -> None:
         self.progress.say(stage, f"{self.definition.name}: {message}")
@@ -227,15 +191,11 @@ class GuestRun:
     def run(self) -> None:
         g, start, cpu = self.result, time.monotonic(), _own_cpu_s()
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock:
-            self._thread = threading.get_ident()
         try:
-            if self._stopped.is_set():
-                raise Interrupted("the run stopped before this guest started")
             with ExitStack() as held:  # the image's leases, for the whole run
                 self._boot_with_one_retry(self._image(held))
         except (KeyboardInterrupt, Interrupted) as e:  # record, then let it end the run
-            g.error, g.error_kind = f"interrupted: {e or type(e).__name__}", Interrupted.kind
+            g.error, g.error_kind = f"interrupted: {why_stopped(e)}", Interrupted.kind
             raise
         except (ConfigError, HostError) as e:  # the same for every guest: stop here
             g.error, g.error_kind = str(e), e.kind
@@ -244,8 +204,6 @@ class GuestRun:
             g.error, g.error_kind = str(e), e.kind
             self.say("error", str(e))
         finally:
-            with self._thread_lock:
-                self._thread = None
             g.timings.total_s = round(time.monotonic() - start, 3)
             g.timings.harness_cpu_s = round(_own_cpu_s() - cpu, 3)
             g.settle()
@@ -291,9 +249,7 @@ class GuestRun:
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
         sources = {p.key: self.family.render(p.spec, self.dir / "src")
                    for p in self.drivers if p.spec is not None}
-        cancel = self._build_cancel = threading.Event()
-        if self._stopped.is_set():
-            cancel.set()
+        cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
                 ThreadPoolExecutor(1, thread_name_prefix="build") as pool:
             guest = self.family.guest(image, choice.accel, Path(tmp), self.dir / "console.log",

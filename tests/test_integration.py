@@ -71,6 +71,23 @@ def qemu_processes(marker: str) -> list[str]:
     return processes_with("qemu-system", marker)
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """The processes under `pid` (children, theirs, ...) and their command lines."""
+    parents, cmdlines = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdlines[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(
+                b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = {}, {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier and p not in found}
+        found.update({p: cmdlines.get(p, "") for p in frontier})
+    return found
+
+
 def test_default_run_end_to_end(tmp_path: Path):
     """The README's run: a 6.1 guest kernel, the module loaded, every workload passing."""
     r = run_cli("run", "--results", str(tmp_path))
@@ -316,32 +333,45 @@ def test_two_guests_run_at_once_with_jobs(tmp_path: Path):
     assert any("debian-bookworm:" in x for x in lines) and any("debian-trixie:" in x for x in lines)
 
 
-def test_interrupting_parallel_guests_stops_them_all(tmp_path: Path, guest_image):
-    """Ctrl-C reaches the main thread only: every guest still running stops,
-    its QEMU reaped and its results saying so, as with one guest."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupting_parallel_guests_stops_them_all(sig, tmp_path: Path, guest_image):
+    """Ctrl-C reaches the run's process, which passes it on to each guest's
+    process: every guest still running stops, its QEMU reaped and its
+    results saying so, as with one guest. If the run's process is killed,
+    the kernel tells its guests' processes, and they stop their QEMUs."""
     for name in ("debian-bookworm", "debian-trixie"):
         guest_image(name)      # built beforehand: the interrupt must land in the boots
+    scratch_before = harness_scratch()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--guest",
                              "debian-bookworm", "--guest", "debian-trixie", "--jobs", "2",
                              "--cold-boot", "--results", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    markers = [f"mmap-harness-{name}-{proc.pid}" for name in ("debian-bookworm", "debian-trixie")]
     deadline = time.monotonic() + 120
-    while not all(qemu_processes(m) for m in markers):
+    while True:
+        tree = descendants(proc.pid)
+        qemus = {p: c for p, c in tree.items() if "qemu-system" in c}
+        if all(any(f"mmap-harness-{n}-" in c for c in qemus.values())
+               for n in ("debian-bookworm", "debian-trixie")):
+            break
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the two QEMUs never ran at once"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=90)
-    deadline = time.monotonic() + 10
-    while any(qemu_processes(m) for m in markers) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+    left = [p for p in tree if Path(f"/proc/{p}").exists()]
+    while left and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [qemu_processes(m) for m in markers] == [[], []]
+        left = [p for p in tree if Path(f"/proc/{p}").exists()]
+    assert left == [], [tree[p] for p in left]   # no QEMU, no guest's process
+    if sig == signal.SIGKILL:
+        return
     assert proc.returncode == 130 and "Traceback" not in err, err
+    assert harness_scratch() == scratch_before   # the jobs', builds' and QEMUs' dirs gone
     data = json.loads((only_run_dir(tmp_path) / "results.json").read_text())
     assert data["status"] == "fail"
     for g in data["guests"]:
-        assert g["status"] == "error" and g["error"].startswith("interrupted"), g
+        assert g["status"] == "error" and g["error"] == "interrupted: stopped by SIGINT", g
         assert g["error_kind"] == "interrupted"
 
 

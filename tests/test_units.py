@@ -2,13 +2,16 @@
 
 import io
 import json
+import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from harness import results, workloads
+from harness import guests, parallel, results, session, workloads
+from harness.errors import HostError
 from harness.initramfs import CpioWriter, module_load_order
 from harness.qemu import DiskImage, MachineSpec, command_line
 
@@ -322,45 +325,70 @@ def test_a_workload_takes_the_headers_of_its_directory_tree(tmp_path: Path, monk
         ["a.h", "lib/b.h", "lib/e.inc"]
 
 
+class _FailingRun(session.GuestRun):   # at the top level: a guest's process imports it
+    def _image(self, held):
+        time.sleep(0.3)
+        raise HostError("the disk is full")
+
+
+class _BusyRun(session.GuestRun):
+    def _image(self, held):
+        time.sleep(60)   # a long boot
+
+
+class _VanishingRun(session.GuestRun):
+    def _image(self, held):
+        os._exit(3)   # as a harness bug or the OOM killer would end it
+
+
+def _guest_jobs(tmp_path: Path, runners: list[type]) -> list:
+    definition = guests.find("debian-bookworm")
+    opts = session.RunOptions(guests=[definition] * len(runners), drivers=[], jobs=2)
+    return [parallel.GuestJob(cls, opts, definition, tmp_path,
+                              results.GuestResult(definition.name, "tiny", f"g{n}"), 0.0, True)
+            for n, cls in enumerate(runners)]
+
+
+def _guest_processes() -> list[int]:
+    """This process's children that are guest processes."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"harness.guest_process" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_parallel_guests_stop_together_when_one_stops_the_run(tmp_path: Path):
     """`run --jobs`: a guest's HostError ends the run, as it does one guest
-    after the other; a guest still running in another thread is stopped at
-    once (KeyboardInterrupt raised in its thread) and says it was interrupted.
-    The guests' bodies stand in for a boot: this is the threads' logic only."""
-    import threading
-    import time
-
-    from harness import guests, session
-    from harness.errors import HostError
-    from harness.results import GuestResult, RunResult
-
-    class Failing(session.GuestRun):
-        def _image(self, held):
-            time.sleep(0.3)
-            raise HostError("the disk is full")
-
-    class Busy(session.GuestRun):
-        stopped_after = None
-
-        def _image(self, held):
-            start = time.monotonic()
-            try:
-                while time.monotonic() - start < 60:   # a long boot, polling
-                    time.sleep(0.01)
-            finally:
-                Busy.stopped_after = time.monotonic() - start
-
-    definition = guests.find("debian-bookworm")
-    opts = session.RunOptions(guests=[definition, definition], drivers=[], jobs=2)
-    runs = [cls(opts, definition, tmp_path, GuestResult(definition.name, "tiny", f"g{n}"),
-                session.Progress(quiet=True)) for n, cls in enumerate((Failing, Busy))]
-    result = RunResult("r", "now", {})
-    with pytest.raises(HostError):
-        session._run_in_parallel(runs, 2, result, tmp_path)
-    assert Busy.stopped_after is not None and Busy.stopped_after < 5
-    failing, busy = (r.result for r in runs)
+    after the other. A guest still running in its own process is sent SIGINT,
+    unwinds and says it was interrupted; one that had not started says so.
+    The guests' bodies stand in for a boot: this is the processes' logic only."""
+    jobs = _guest_jobs(tmp_path, [_FailingRun, _BusyRun, _BusyRun])
+    ended: dict[int, results.GuestResult] = {}
+    start = time.monotonic()
+    with pytest.raises(HostError, match="the disk is full"):
+        parallel.run_guests(jobs, 2, 1.0, lambda i, g: ended.__setitem__(i, g))
+    assert time.monotonic() - start < 30   # not the busy guest's 60 s
+    failing, busy, waiting = (ended[i] for i in range(3))
     assert failing.error == "the disk is full" and failing.error_kind == "infra"
-    assert busy.error.startswith("interrupted") and busy.error_kind == "interrupted"
-    assert busy.status == "error"
-    assert [t for t in threading.enumerate() if t.name.startswith("guest")] == []
-    assert (tmp_path / "results.json").is_file()
+    assert busy.error == "interrupted: stopped by SIGINT" and busy.error_kind == "interrupted"
+    assert busy.status == "error" and busy.timings.total_s > 0   # from the guest's process
+    assert waiting.error == "interrupted before it started: the disk is full"
+    assert waiting.error_kind == "interrupted"
+    assert _guest_processes() == []
+
+
+def test_a_guest_process_that_dies_leaves_an_error_not_a_hang(tmp_path: Path):
+    ended: dict[int, results.GuestResult] = {}
+    parallel.run_guests(_guest_jobs(tmp_path, [_VanishingRun]), 2, 1.0,
+                        lambda i, g: ended.__setitem__(i, g))
+    assert ended[0].error.startswith("the guest's process exited with status 3 before it "
+                                     "wrote its results")
+    assert ended[0].error_kind == "infra" and ended[0].status == "error"
+
+
