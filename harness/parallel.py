@@ -133,8 +133,9 @@ def run_guests(jobs: Sequence[GuestJob], at_once: int, timeout_scale: float,
         try:
             while waiting or running:
                 while waiting and len(running) < at_once:
-                    i, job = waiting.pop(0)
-                    running[i] = GuestProcess(job, Path(scratch), str(i))
+                    with stop_signals_held():   # never a started process left untracked
+                        i, job = waiting.pop(0)
+                        running[i] = GuestProcess(job, Path(scratch), str(i))
                 time.sleep(POLL_S)
                 for i, child in list(running.items()):
                     if child.ended():

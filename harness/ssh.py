@@ -8,10 +8,13 @@ arrives.
 
 from __future__ import annotations
 
+import re
+import secrets
 import select
 import shlex
 import socket
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,6 +141,60 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
     return None
 
 
+class _Shell:
+    """A long-lived `sh` in the guest, fed commands on its stdin. A session of
+    its own per command costs the guest about 70 ms under TCG (sshd forks a
+    session process, which execs the shell), as much as the rest of a typical
+    command's work; through this shell a command costs a fork. Each command
+    runs in a subshell with stdin from /dev/null, so it changes nothing for
+    the next; a nonce marks where its output and status end on each stream."""
+
+    def __init__(self, chan: paramiko.Channel, ssh: GuestSSH) -> None:
+        self.chan = chan
+        self.ssh = ssh
+        self.nonce = secrets.token_hex(8)
+        self.count = 0
+        self.ended = False
+
+    def run(self, text: str, deadline: float, timeout: float) -> tuple[int, bytes, bytes]:
+        """(status, stdout, stderr); status -1 if a signal killed it (the shell's
+        128+N), as paramiko says for a session's command."""
+        self.count += 1
+        end = f"@@mmap-harness-{self.nonce}-{self.count}"
+        self.chan.sendall(f"( {text}\n) </dev/null; s=$?; printf '%s\\n' {end} >&2; "
+                          f"printf '%s %d\\n' {end} $s\n".encode())
+        done = re.compile(re.escape(end.encode()) + rb" (\d+)\n")
+        err_done = end.encode() + b"\n"
+        out, err = bytearray(), bytearray()
+        status: int | None = None
+        while True:
+            if self.chan.recv_ready():
+                out += self.chan.recv(65536)
+            elif self.chan.recv_stderr_ready():
+                err += self.chan.recv_stderr(65536)
+            elif status is None and (m := done.search(out)):
+                status = int(m.group(1))
+                del out[m.start():]   # and what a leftover background process wrote since
+            elif status is not None and (at := err.find(err_done)) >= 0:
+                del err[at:]
+                break
+            elif time.monotonic() > deadline:
+                raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
+            elif self.chan.closed or self.chan.exit_status_ready():
+                if not self.ssh._transport.is_active():
+                    self.ssh._check_alive()
+                    raise SSHError(f"the SSH connection dropped while running `{text}`")
+                # The command took the shell down with it (a signal to the
+                # shell's process group): as for a command killed by a signal.
+                self.ended = True
+                return -1, bytes(out), bytes(err)
+            else:
+                self.ssh._check_alive()
+                # stderr's marker comes with stdout's; paramiko's pipe wakes for stdout only
+                select.select([self.chan], [], [], 0.002 if status is not None else 0.1)
+        return (-1 if status > 128 else status), bytes(out), bytes(err)
+
+
 class GuestSSH:
     """An authenticated SSH transport to one guest.
 
@@ -149,6 +206,8 @@ class GuestSSH:
         self._transport = transport
         self.timeout_scale = timeout_scale
         self._sftp: paramiko.SFTPClient | None = None
+        self._shell: _Shell | None = None
+        self._shell_lock = threading.Lock()   # one command at a time in the shell
         # Polled while a command runs: a reason when the guest is known dead
         # (a fatal kernel report, QEMU gone), so nobody waits for a timeout.
         self.dead: Callable[[], str | None] = lambda: None
@@ -220,14 +279,51 @@ class GuestSSH:
         timeout *= self.timeout_scale
         start = time.monotonic()
         self._check_alive()
+        if self._shell_lock.acquire(blocking=False):   # else another thread has the shell
+            try:
+                status, out, err = self._in_shell(text, start + timeout, timeout)
+            finally:
+                self._shell_lock.release()
+        else:
+            status, out, err = self._in_session(text, start + timeout, timeout)
+        if status == -1:
+            self._settle_death()
+        result = CommandResult(text, status, out.decode("utf-8", "replace"),
+                               err.decode("utf-8", "replace"), time.monotonic() - start)
+        if check and not result.ok:
+            raise SSHError(f"`{text}` failed in the guest (exit {status}): "
+                           f"{result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def _in_shell(self, text: str, deadline: float, timeout: float) -> tuple[int, bytes, bytes]:
+        """`text` through the guest's long-lived shell, opened on first use."""
+        if self._shell is None:
+            self._shell = _Shell(self._open(), self)
+        shell = self._shell
+        try:
+            return shell.run(text, deadline, timeout)
+        except BaseException:
+            shell.ended = True   # busy with what overran, or gone
+            raise
+        finally:
+            if shell.ended:   # the next command gets a new shell
+                shell.chan.close()
+                self._shell = None
+
+    def _open(self, command: str = "sh") -> paramiko.Channel:
         try:
             chan = self._transport.open_session(timeout=OPEN_SESSION_S * self.timeout_scale)
-            chan.exec_command(text)
+            chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self._check_alive()
-            raise SSHError(f"cannot run `{text}` in the guest: {e}") from None
+            raise SSHError(f"cannot run `{command}` in the guest: {e}") from None
+        return chan
+
+    def _in_session(self, text: str, deadline: float,
+                    timeout: float) -> tuple[int, bytes, bytes]:
+        """`text` in an SSH session of its own (sshd runs it with `sh -c`)."""
+        chan = self._open(text)
         out, err = bytearray(), bytearray()
-        deadline = start + timeout
         with chan:
             while True:
                 if chan.recv_ready():
@@ -248,15 +344,7 @@ class GuestSSH:
                 else:
                     self._check_alive()
                     select.select([chan], [], [], 0.1)
-            status = chan.recv_exit_status()
-        if status == -1:
-            self._settle_death()
-        result = CommandResult(text, status, out.decode("utf-8", "replace"),
-                               err.decode("utf-8", "replace"), time.monotonic() - start)
-        if check and not result.ok:
-            raise SSHError(f"`{text}` failed in the guest (exit {status}): "
-                           f"{result.stderr.strip() or result.stdout.strip()}")
-        return result
+            return chan.recv_exit_status(), bytes(out), bytes(err)
 
     def _settle_death(self) -> None:
         """No exit status: the process was killed, or the guest is dying.
@@ -329,6 +417,8 @@ class GuestSSH:
             raise SSHError(f"downloading the guest's {remote} failed: {e}") from None
 
     def close(self) -> None:
+        if self._shell is not None:
+            self._shell.chan.close()
         if self._sftp is not None:
             self._sftp.close()
         self._transport.close()
