@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import ConfigError, HostError, Interrupted
+from .errors import ConfigError, HostError, Interrupted, why_stopped
 from .parallel import GuestOutcome, read_job, write_outcome
 from .procs import unwind_on_stop_signals
 from .progress import Progress
@@ -28,8 +28,8 @@ def main(argv: list[str]) -> int:
     outcome = GuestOutcome(run.result)
     try:
         run.run()
-    except KeyboardInterrupt:
-        outcome.stop = Interrupted("stopped by SIGINT")
+    except KeyboardInterrupt as e:
+        outcome.stop = Interrupted(why_stopped(e))
     except (ConfigError, HostError, Interrupted) as e:
         outcome.stop = e
     except Exception as e:   # a harness bug: the traceback is for its report

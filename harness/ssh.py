@@ -182,8 +182,7 @@ class _Shell:
                 raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
             elif self.chan.closed or self.chan.exit_status_ready():
                 if not self.ssh._transport.is_active():
-                    self.ssh._check_alive()
-                    raise SSHError(f"the SSH connection dropped while running `{text}`")
+                    raise self.ssh._dropped(text)
                 # The command took the shell down with it (a signal to the
                 # shell's process group): as for a command killed by a signal.
                 self.ended = True
@@ -335,8 +334,7 @@ class GuestSSH:
                 elif time.monotonic() > deadline:
                     raise CommandTimeout(text, timeout, out.decode("utf-8", "replace"))
                 elif not self._transport.is_active():
-                    self._check_alive()
-                    raise SSHError(f"the SSH connection dropped while running `{text}`")
+                    raise self._dropped(text)
                 elif chan.closed:
                     # Closed since the exit-status check above (exit-status, EOF
                     # and close arrive together): the status is read below.
@@ -345,6 +343,12 @@ class GuestSSH:
                     self._check_alive()
                     select.select([chan], [], [], 0.1)
             return chan.recv_exit_status(), bytes(out), bytes(err)
+
+    def _dropped(self, text: str) -> SSHError:
+        """The error for a connection lost while `text` ran (GuestDied, raised
+        here, if the guest is known dead)."""
+        self._check_alive()
+        return SSHError(f"the SSH connection dropped while running `{text}`")
 
     def _settle_death(self) -> None:
         """No exit status: the process was killed, or the guest is dying.

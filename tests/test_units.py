@@ -12,6 +12,7 @@ import pytest
 
 from harness import guests, parallel, results, session, workloads
 from harness.errors import HostError
+from test_integration import descendants
 from harness.initramfs import CpioWriter, module_load_order
 from harness.qemu import DiskImage, MachineSpec, command_line
 
@@ -349,20 +350,6 @@ def _guest_jobs(tmp_path: Path, runners: list[type]) -> list:
             for n, cls in enumerate(runners)]
 
 
-def _guest_processes() -> list[int]:
-    """This process's children that are guest processes."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and b"harness.guest_process" in cmdline:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def test_parallel_guests_stop_together_when_one_stops_the_run(tmp_path: Path):
     """`run --jobs`: a guest's HostError ends the run, as it does one guest
     after the other. A guest still running in its own process is sent SIGINT,
@@ -380,7 +367,7 @@ def test_parallel_guests_stop_together_when_one_stops_the_run(tmp_path: Path):
     assert busy.status == "error" and busy.timings.total_s > 0   # from the guest's process
     assert waiting.error == "interrupted before it started: the disk is full"
     assert waiting.error_kind == "interrupted"
-    assert _guest_processes() == []
+    assert [c for c in descendants(os.getpid()).values() if "harness.guest_process" in c] == []
 
 
 def test_a_guest_process_that_dies_leaves_an_error_not_a_hang(tmp_path: Path):
