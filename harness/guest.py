@@ -24,7 +24,7 @@ from .errors import BootError, GuestDied, HarnessError, InfraError, Interrupted,
     SSHHandshakeError, SSHTrustError
 from .images import GuestImage
 from .keys import load_private, load_public
-from .qemu import Machine, MachineSpec
+from .qemu import Machine, MachineSpec, kernel_firmware
 from .ssh import GuestSSH
 from .linux.patterns import TABLE as LINUX_TABLE
 from .watcher import REPORT_END_S, ReportTable, Watcher
@@ -56,7 +56,8 @@ def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> Machi
                        kernel_args=image.kernel_args + kernel_args, accel=accel,
                        machine=q.machine, memory_mib=max(q.memory_mib, _least_memory(image)),
                        cpus=q.cpus,
-                       cpu_model=q.cpu_model, disk=image.disk)
+                       cpu_model=q.cpu_model, disk=image.disk,
+                       firmware=kernel_firmware(image.kernel))
 
 
 class Guest:

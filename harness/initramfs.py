@@ -24,6 +24,7 @@ from .rootfs import BuildRoot, chroot_output
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "guest_images" / "tiny"
 SSHD_BINARIES = ["/usr/sbin/sshd", "/usr/lib/openssh/sshd-session",
                  "/usr/lib/openssh/sshd-auth"]
+LATER_MODULE_DIRS = ("kernel/drivers/char/hw_random/",)   # see rng_later
 EMPTY_DIRS = ["/dev", "/proc", "/sys", "/run", "/run/sshd", "/tmp", "/mnt",
               "/var/empty", "/root", "/etc/mmap-harness"]
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/bin/false\n"
@@ -257,6 +258,19 @@ def module_load_order(modules_dep: str, wanted: list[str], builtin: str = "") ->
     return order
 
 
+def rng_later(modules_dep: str, order: list[str]) -> tuple[list[str], list[str]]:
+    """`order` split in two, each still in load order: what the guest loads
+    before it sets up the network (the NIC's driver, its bus, what they need),
+    and hardware RNG drivers (virtio_rng), which load meanwhile: they feed the
+    entropy pool, and nothing on the way to SSH waits for them."""
+    needed_by_others = {dep for path, _, rest in
+                        (line.partition(":") for line in modules_dep.splitlines() if ":" in line)
+                        if not path.startswith(LATER_MODULE_DIRS)
+                        for dep in rest.split()}
+    later = [p for p in order if p.startswith(LATER_MODULE_DIRS) and p not in needed_by_others]
+    return [p for p in order if p not in later], later
+
+
 def _module_name(path: str) -> str:
     base = posixpath.basename(path)
     return base.split(".ko")[0].replace("-", "_")
@@ -267,13 +281,16 @@ def _add_modules(sel: TreeSelection, moddir: Path, wanted: list[str]) -> None:
     builtin = moddir / "modules.builtin"
     order = module_load_order((moddir / "modules.dep").read_text(), wanted,
                               builtin.read_text() if builtin.is_file() else "")
-    load_list = []
-    for rel in order:
-        plain = rel.split(".ko")[0] + ".ko"
-        guest = f"/lib/modules/{release}/{plain}"
-        sel.add_file(guest, _decompressed(moddir / rel))
-        load_list.append(guest)
-    sel.add_file("/etc/mmap-harness/modules", ("\n".join(load_list) + "\n").encode())
+    first, later = rng_later((moddir / "modules.dep").read_text(), order)
+    for name, part in (("modules", first), ("modules.later", later)):
+        load_list = []
+        for rel in part:
+            plain = rel.split(".ko")[0] + ".ko"
+            guest = f"/lib/modules/{release}/{plain}"
+            sel.add_file(guest, _decompressed(moddir / rel))
+            load_list.append(guest)
+        sel.add_file(f"/etc/mmap-harness/{name}",
+                     "".join(f"{line}\n" for line in load_list).encode())
 
 
 def _decompressed(path: Path) -> bytes:

@@ -67,6 +67,7 @@ class MachineSpec:
     cpu_model: str = "qemu64"
     disk: Path | None = None        # opened with snapshot=on: never written
     extra_devices: list[str] = field(default_factory=list)
+    firmware: str | None = None     # -bios (a file in QEMU's data directory); None: SeaBIOS
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.boot_disk is None):
@@ -108,6 +109,7 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY,
         "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
         "-monitor", "none",
         "-qmp", f"unix:{qmp_socket},server=on,wait=off",
+        *(["-bios", spec.firmware] if spec.firmware else []),
         *(_disk_boot(spec.boot_disk) if spec.boot_disk is not None else _kernel_boot(spec)),
         # Port 0: the host kernel picks a free port, read back over QMP (no race).
         # restrict=on: the guest reaches nothing, not even the host's loopback
@@ -123,6 +125,19 @@ def command_line(spec: MachineSpec, qmp_socket: Path, binary: str = QEMU_BINARY,
     if incoming:
         cmd += ["-incoming", "defer"]
     return cmd
+
+
+# QEMU's minimal firmware for a kernel it loads itself: it hands over to a
+# PVH kernel 40-50 ms sooner than SeaBIOS under TCG (a tenth of the way from
+# QEMU's start to SSH). It has no PCI BIOS, which a 32-bit kernel needs to find
+# its NIC, and boots no disk: a bzImage or a disk image keeps SeaBIOS.
+PVH_FIRMWARE = "qboot.rom"
+
+
+def kernel_firmware(kernel: Path) -> str | None:
+    """The firmware for booting `kernel` directly: qboot for a PVH ELF vmlinux."""
+    with open(kernel, "rb") as f:
+        return PVH_FIRMWARE if f.read(4) == b"\x7fELF" else None
 
 
 def _kernel_boot(spec: MachineSpec) -> list[str]:

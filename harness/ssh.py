@@ -8,7 +8,6 @@ arrives.
 
 from __future__ import annotations
 
-import re
 import secrets
 import select
 import shlex
@@ -91,6 +90,7 @@ class _Replayed:
 # slow banner still gets through on the connection that asked for it.
 BANNER_POLL_S = 0.1
 BANNER_ATTEMPTS = 10
+READY_POLL_S = 0.01   # how soon the guest's "sshd listens" is acted on
 
 
 def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
@@ -112,6 +112,8 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
     try:
         while time.monotonic() < deadline and alive():
             patient = ready()
+            if patient and not since_ready:   # it just said so: try now, not at the next tick
+                next_try = min(next_try, time.monotonic())
             if time.monotonic() >= next_try and not (patient and since_ready & set(attempts)):
                 next_try = time.monotonic() + BANNER_POLL_S
                 try:
@@ -123,6 +125,8 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
                 if len(attempts) > BANNER_ATTEMPTS and not patient:
                     attempts.pop(0).close()
             pause = max(0.0, next_try - time.monotonic())
+            if not patient:
+                pause = min(pause, READY_POLL_S)
             if not attempts:
                 time.sleep(pause)
                 continue
@@ -135,6 +139,8 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
                 if head.startswith(b"SSH-"):
                     return _Replayed(sock, head)
                 sock.close()   # refused or closed: the guest's stack answered, sshd is not up
+                if patient:   # not up yet, but about to be: a refusal costs the guest little
+                    next_try = min(next_try, time.monotonic() + READY_POLL_S)
     finally:
         for sock in attempts:
             sock.close()
@@ -163,8 +169,7 @@ class _Shell:
         end = f"@@mmap-harness-{self.nonce}-{self.count}"
         self.chan.sendall(f"( {text}\n) </dev/null; s=$?; printf '%s\\n' {end} >&2; "
                           f"printf '%s %d\\n' {end} $s\n".encode())
-        done = re.compile(re.escape(end.encode()) + rb" (\d+)\n")
-        err_done = end.encode() + b"\n"
+        done, err_done = end.encode() + b" ", end.encode() + b"\n"
         out, err = bytearray(), bytearray()
         status: int | None = None
         while True:
@@ -172,9 +177,9 @@ class _Shell:
                 out += self.chan.recv(65536)
             elif self.chan.recv_stderr_ready():
                 err += self.chan.recv_stderr(65536)
-            elif status is None and (m := done.search(out)):
-                status = int(m.group(1))
-                del out[m.start():]   # and what a leftover background process wrote since
+            elif status is None and (at := _status_at(out, done)) >= 0:
+                status = int(out[at + len(done):out.index(b"\n", at)])
+                del out[at:]   # and what a leftover background process wrote since
             elif status is not None and (at := err.find(err_done)) >= 0:
                 del err[at:]
                 break
@@ -187,11 +192,16 @@ class _Shell:
                 # shell's process group): as for a command killed by a signal.
                 self.ended = True
                 return -1, bytes(out), bytes(err)
-            else:
-                self.ssh._check_alive()
-                # stderr's marker comes with stdout's; paramiko's pipe wakes for stdout only
-                select.select([self.chan], [], [], 0.002 if status is not None else 0.1)
+            # stderr's marker comes with stdout's; paramiko's pipe wakes for stdout only
+            elif not select.select([self.chan], [], [], 0.002 if status is not None else 0.1)[0]:
+                self.ssh._check_alive()   # only when nothing came: it costs a waitpid
         return (-1 if status > 128 else status), bytes(out), bytes(err)
+
+
+def _status_at(out: bytearray, done: bytes) -> int:
+    """Where the shell's `<marker> <status>` line starts in `out`, once whole; else -1."""
+    at = out.find(done)
+    return at if at >= 0 and out.find(b"\n", at) >= 0 else -1
 
 
 class GuestSSH:

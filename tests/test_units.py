@@ -13,8 +13,8 @@ import pytest
 from harness import guests, parallel, results, session, workloads
 from harness.errors import HostError
 from test_integration import descendants
-from harness.initramfs import CpioWriter, module_load_order
-from harness.qemu import DiskImage, MachineSpec, command_line
+from harness.initramfs import CpioWriter, module_load_order, rng_later
+from harness.qemu import DiskImage, MachineSpec, command_line, kernel_firmware
 
 MODULES_DEP = """\
 kernel/drivers/virtio/virtio.ko:
@@ -71,6 +71,19 @@ def test_qemu_command_line_is_safe_and_complete(tmp_path: Path):
     assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     assert argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1"
     assert "-no-reboot" in argv and f"unix:{tmp_path / 'qmp.sock'},server=on,wait=off" in argv
+
+
+def test_a_pvh_kernel_boots_through_qboot_and_a_bzimage_through_seabios(tmp_path: Path):
+    vmlinux, bzimage = tmp_path / "vmlinux", tmp_path / "vmlinuz"
+    vmlinux.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(57))
+    bzimage.write_bytes(bytes(0x202) + b"HdrS")
+    assert kernel_firmware(vmlinux) == "qboot.rom" and kernel_firmware(bzimage) is None
+    spec = MachineSpec(name="x", kernel=vmlinux, initrd=Path("/i"), accel="tcg",
+                       firmware=kernel_firmware(vmlinux))
+    argv = command_line(spec, Path("/q"))
+    assert argv[argv.index("-bios") + 1] == "qboot.rom"
+    spec = MachineSpec(name="x", kernel=bzimage, initrd=Path("/i"), accel="tcg")
+    assert "-bios" not in command_line(spec, Path("/q"))
 
 
 def test_kvm_command_line():
@@ -379,3 +392,11 @@ def test_a_guest_process_that_dies_leaves_an_error_not_a_hang(tmp_path: Path):
     assert ended[0].error_kind == "infra" and ended[0].status == "error"
 
 
+
+
+def test_the_rng_driver_loads_after_the_network_is_up():
+    order = module_load_order(MODULES_DEP, ["virtio_pci", "virtio_net", "virtio_rng"])
+    first, later = rng_later(MODULES_DEP, order)
+    assert later == ["kernel/drivers/char/hw_random/virtio-rng.ko"]
+    assert first == order[:-1]   # virtio_pci (the NIC's bus) too, though nothing depends on it
+    assert rng_later(MODULES_DEP, order[:-1]) == (order[:-1], [])

@@ -38,6 +38,7 @@ from ..rootfs import BuildRoot
 
 BUILD_DIR = "/build"
 INCLUDE_DIR = "/build/include"
+BESIDE_DIR = "/build/beside"   # the headers beside a workload
 # What a workload's `#include "x.h"` can name next to it: copied with the source.
 HEADER_SUFFIXES = (".h", ".inc", ".def")
 HEADER_DEPTH = 3   # levels of subdirectories below the workload searched for them
@@ -87,6 +88,7 @@ class Builder:
         self.reused = 0                 # jobs whose product came from the cache
         self.scratch: Path | None = None
         self._includes: dict[Path, sandbox.Bind] = {}   # host dir -> its read-only copy
+        self._beside: dict[Path, sandbox.Bind] = {}     # a workload's dir -> its headers' copy
         self._digests: dict[str, str] = {}              # a read-only copy -> its tree_digest
 
     def __enter__(self) -> Builder:
@@ -205,28 +207,40 @@ class Builder:
             self._includes[d] = sandbox.Bind(str(copy), inside)
         return self._includes[d]
 
+    def _headers_beside(self, d: Path) -> sandbox.Bind:
+        """A read-only copy of the headers in workload directory `d` (see
+        _copy_headers), made once per Builder: 26 workloads of one directory
+        share it rather than each copying and hashing the same headers."""
+        if d not in self._beside:
+            copy = self._workdir(f"beside-{len(self._beside)}")
+            _copy_headers(d, copy)
+            self._beside[d] = sandbox.Bind(str(copy), f"{BESIDE_DIR}/{len(self._beside)}")
+        return self._beside[d]
+
     def workload(self, source: Path, out_dir: Path, log: Path, m32: bool = False,
                  include_dirs: list[Path] | None = None,
                  extra_flags: Sequence[str] = ()) -> Path:
         """Compile one C workload statically (with -m32 for compat processes).
 
-        It is compiled beside the headers of its own directory, so
+        The headers of its own directory come first for a quoted include
+        (-iquote, searched right after the source's own directory), so
         `#include "mydrv.h"` finds what its author put next to it; then
         `include_dirs` (a driver's directory, the harness's headers).
         `extra_flags` come after the harness's own (a later -O wins).
         """
         name = source.stem + ("-m32" if m32 else "")
         work = self._workdir(f"workload-{name}")
-        _copy_headers(source.parent, work)
         shutil.copyfile(source, work / source.name)
+        beside = self._headers_beside(source.parent)
         includes = [self._include(d) for d in include_dirs or []]
         inside = f"{BUILD_DIR}/{name}"
         flags = ["-m32"] if m32 else []
         return self._make(Compile(
             f"workload {name}", f"workload-{name}",
             ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", *extra_flags,
-             *(f"-I{b.inside}" for b in includes), "-o", name, source.name],
-            inside, [sandbox.Bind(str(work), inside, writable=True), *includes],
+             f"-iquote{beside.inside}", *(f"-I{b.inside}" for b in includes),
+             "-o", name, source.name],
+            inside, [sandbox.Bind(str(work), inside, writable=True), beside, *includes],
             lambda: work / name, mode=0o755), out_dir, log)
 
 
