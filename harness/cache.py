@@ -53,14 +53,18 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._kinds: set[str] = set()   # kind directories made and made private here
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def kind_dir(self, kind: str) -> Path:
         """`<cache>/<kind>`, made if absent. The cache directory and every kind
-        directory in it are made 0700 (a cache left by an older harness too)."""
+        directory in it are made 0700 (a cache left by an older harness too),
+        once per Cache object and kind: every lease asks."""
         d = self.root / kind
+        if kind in self._kinds:
+            return d
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -69,6 +73,7 @@ class Cache:
                 from None
         for p in (self.root, *(c for c in self.root.iterdir() if c.is_dir())):
             private(p)
+        self._kinds.add(kind)
         return d
 
     @contextlib.contextmanager

@@ -51,18 +51,17 @@ class Artifacts:
     workloads: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     in_guest: bool = False      # already in the guest's REMOTE_DIR (built there)
-    reused: int = 0             # of them, copied from the artifact cache, not compiled
-
-    @property
-    def built(self) -> int:
-        """How many were compiled by this build stage."""
-        return len(self.modules) + len(self.workloads) - self.reused
+    built: int = 0              # build jobs this stage ran (compiled)
+    reused: int = 0             # build jobs whose product came from the artifact cache
 
     def install(self, ssh: GuestSSH, remote: str) -> None:
         """Upload what was built on the host into the guest's `remote` dir."""
         if self.in_guest:
             return
-        ssh.put_all([*self.modules.values(), *self.workloads.values()], remote, 0o755)
+        files = list(dict.fromkeys([*self.modules.values(), *self.workloads.values()]))
+        # A workload inside a program of several (harness.linux.multicall) is a link to it.
+        links = {name: f.name for name, f in self.workloads.items() if f.name != name}
+        ssh.put_all(files, remote, 0o755, links)
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,8 @@ class BuildJob:
     def done(self, art: Artifacts, start: float, how: str) -> Artifacts:
         """Time `art` from `start` and say what was built, and `how`."""
         art.seconds = time.monotonic() - start
-        reused = f" ({art.reused} reused from the cache)" if art.reused else ""
+        reused = (f" ({art.reused} of {art.reused + art.built} build jobs reused from the "
+                  "cache)" if art.reused else "")
         self.say("build", f"{len(art.modules)} module(s), {len(art.workloads)} workload(s) "
                  f"in {art.seconds:.1f}s{reused} {how}")
         return art

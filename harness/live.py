@@ -361,8 +361,8 @@ class LiveGuest:
         (w,) = plan.extra_workloads([path])
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         p = plan.DriverPlan(f"program-{w.name}", None, [w])
-        art = self._metered(f"program:{path.resolve()}:{digest}", [p], {})
-        return self.run([f"{REMOTE_DIR}/{art.workloads[w.name].name}", *args], timeout)
+        self._metered(f"program:{path.resolve()}:{digest}", [p], {})
+        return self.run([f"{REMOTE_DIR}/{w.name}", *args], timeout)
 
 
 def module_params(params: Mapping[str, object] | Sequence[str]) -> list[str]:

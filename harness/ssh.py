@@ -61,6 +61,13 @@ def _tar_member(path: Path, mode: int) -> bytearray:
     return member
 
 
+def _tar_link(name: str, target: str) -> bytes:
+    """A symbolic link `name` -> `target` as one ustar member."""
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, int(time.time())
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
 class _Replayed:
     """A socket whose first bytes were already read; paramiko reads them again.
 
@@ -114,7 +121,8 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
             patient = ready()
             if patient and not since_ready:   # it just said so: try now, not at the next tick
                 next_try = min(next_try, time.monotonic())
-            if time.monotonic() >= next_try and not (patient and since_ready & set(attempts)):
+            waiting = patient and bool(since_ready & set(attempts))   # on a sure attempt
+            if time.monotonic() >= next_try and not waiting:
                 next_try = time.monotonic() + BANNER_POLL_S
                 try:
                     attempts.append(socket.create_connection((HOST, port), timeout=1.0))
@@ -124,7 +132,8 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
                     pass
                 if len(attempts) > BANNER_ATTEMPTS and not patient:
                     attempts.pop(0).close()
-            pause = max(0.0, next_try - time.monotonic())
+            # Waiting on a sure attempt, only its answer (or death) matters: no spinning.
+            pause = BANNER_POLL_S if waiting else max(0.0, next_try - time.monotonic())
             if not patient:
                 pause = min(pause, READY_POLL_S)
             if not attempts:
@@ -393,12 +402,18 @@ class GuestSSH:
             raise SSHError(f"uploading {local} to the guest's {remote} failed: {e}") from None
 
     def put_all(self, files: list[Path], remote_dir: str, mode: int = 0o644,
-                timeout: float = 120.0) -> None:
-        """Upload `files` into `remote_dir` (made if absent) as one tar stream
-        into the guest's `tar`: one command instead of a round trip per file,
-        which under TCG is most of an upload's time (SFTP acknowledges every
-        32 KiB)."""
-        command = f"mkdir -p {shlex.quote(remote_dir)} && cd {shlex.quote(remote_dir)} && tar -xf -"
+                links: dict[str, str] | None = None, timeout: float = 120.0) -> None:
+        """Upload `files` (and symbolic `links`, name -> target) into
+        `remote_dir` (made if absent) as one tar stream into the guest's `tar`:
+        one command instead of a round trip per file, which under TCG is most
+        of an upload's time (SFTP acknowledges every 32 KiB). They are
+        unpacked beside it and then renamed into place, so a name that was a
+        link before is replaced, never written through."""
+        if not files and not links:
+            return
+        remote = shlex.quote(remote_dir)
+        command = (f"mkdir -p {remote} && up=$(mktemp -d {remote}/.upload.XXXXXX) && "
+                   f"tar -xf - -C \"$up\" && mv -f \"$up\"/* {remote}/ && rmdir \"$up\"")
         deadline = time.monotonic() + timeout * self.timeout_scale
         self._check_alive()
         try:
@@ -408,6 +423,8 @@ class GuestSSH:
             with chan:
                 for f in files:
                     chan.sendall(memoryview(_tar_member(f, mode)))
+                for name, target in (links or {}).items():
+                    chan.sendall(_tar_link(name, target))
                 chan.sendall(bytes(2 * tarfile.BLOCKSIZE))   # the archive's end
                 chan.shutdown_write()
                 while not chan.exit_status_ready():

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,8 +80,9 @@ def workloads_copy(tmp_path: Path) -> Path:
 
 
 def build_workloads(run: Run, src: Path) -> dict[str, Path]:
-    """As a run builds them: beside their headers, then their directory and
-    the harness's headers on the include path."""
+    """As a run builds workloads from elsewhere (--workload FILE.c), each a
+    program of its own: beside their headers, then their directory and the
+    harness's headers on the include path."""
     with run:
         return {w: run.workload(src / f"{w}.c", [src, drivers.INCLUDE_DIR])
                 for w in WORKLOADS}
@@ -188,8 +190,8 @@ def test_the_same_workloads_built_twice_compile_once(build_run, workloads_copy: 
         assert str(cache.root / artifacts.KIND) in log and "gcc -static" in log
 
 
-def test_one_changed_line_rebuilds_that_workload_only(build_run, workloads_copy: Path,
-                                                      cache: Cache):
+def test_one_changed_line_rebuilds_that_standalone_workload_only(
+        build_run, workloads_copy: Path, cache: Cache):
     build_workloads(build_run(), workloads_copy)
     source = workloads_copy / "fault_count.c"
     source.write_text(source.read_text().replace("int main(", "/* changed */\nint main(", 1))
@@ -198,6 +200,76 @@ def test_one_changed_line_rebuilds_that_workload_only(build_run, workloads_copy:
     assert again.builder.reused == len(WORKLOADS) - 1
     assert "gcc -static" in again.log("fault_count").read_text().splitlines()[0]
     assert again.log("hold").read_text().startswith("reused from the cache")
+
+
+def build_program(run: Run, src: Path, names=WORKLOADS, m32: bool = False) -> Path:
+    """As a run builds the harness's own workloads: one program of them."""
+    with run:
+        return run.builder.program([(w, src / f"{w}.c") for w in names], run.out,
+                                   run.out / "logs", m32, [src, drivers.INCLUDE_DIR])
+
+
+def run_as(program: Path, name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run the (static) program on the host by the name of one of its workloads."""
+    link = program.parent / name
+    link.symlink_to(program.name)
+    try:
+        return subprocess.run([str(link), *args], capture_output=True, text=True, timeout=30)
+    finally:
+        link.unlink()
+
+
+def test_the_harness_s_workloads_are_one_program_found_whole_when_warm(
+        build_run, workloads_copy: Path, cache: Cache):
+    first = build_run()
+    cold = build_program(first, workloads_copy)
+    assert (first.builder.compiled, first.builder.reused) == (len(WORKLOADS) + 1, 0)
+    assert cold.stat().st_size < 2 * 2**20   # one C library, not one per workload
+    warm_run = build_run()
+    start = time.monotonic()
+    warm = build_program(warm_run, workloads_copy)
+    assert (warm_run.builder.compiled, warm_run.builder.reused) == (0, 1)   # no object fetched
+    assert time.monotonic() - start < 1.0
+    assert warm.read_bytes() == cold.read_bytes() and warm.name == cold.name
+    assert stat.S_IMODE(warm.stat().st_mode) == 0o755
+    log = warm_run.log(warm.name).read_text()
+    assert log.startswith("reused from the cache, nothing compiled: ") and "gcc -static" in log
+    # Each workload's own main() runs by its name: pattern wants a device (exit 2).
+    assert run_as(warm, "pattern").returncode == 2
+    nobody = run_as(warm, "nope")
+    assert nobody.returncode == 127 and "nope: not a workload of this program" in nobody.stderr
+
+
+def test_one_changed_line_recompiles_that_workload_only(build_run, workloads_copy: Path):
+    build_program(build_run(), workloads_copy)
+    source = workloads_copy / "fault_count.c"
+    source.write_text(source.read_text().replace("int main(", "/* changed */\nint main(", 1))
+    again = build_run()
+    build_program(again, workloads_copy)
+    assert (again.builder.compiled, again.builder.reused) == (2, len(WORKLOADS) - 1)
+    assert " -c -o fault_count.o fault_count.c" in again.log("fault_count").read_text()
+    assert again.log("hold").read_text().startswith("reused from the cache")
+
+
+def test_workloads_with_the_same_helper_names_live_in_one_program(build_run, tmp_path: Path):
+    """What two authors each call `helper` and `count` stays each one's own."""
+    src = tmp_path / "two"
+    src.mkdir()
+    for name, value in (("first", 3), ("second", 4)):
+        (src / f"{name}.c").write_text(
+            f"int count = {value};\nint helper(void) {{ return count; }}\n"
+            "int main(void) { return helper(); }\n")
+    with build_run() as run:
+        program = run.builder.program([("first", src / "first.c"), ("second", src / "second.c")],
+                                      run.out, run.out / "logs")
+    assert run_as(program, "first").returncode == 3
+    assert run_as(program, "second").returncode == 4
+
+
+def test_a_32_bit_program_links(build_run, workloads_copy: Path):
+    """i386 objects share the compiler's __x86.get_pc_thunk.* with the C library."""
+    program = build_program(build_run(), workloads_copy, ("umem_compat", "refusals"), m32=True)
+    assert program.read_bytes()[4] == 1   # ELFCLASS32
 
 
 def test_a_changed_header_beside_a_workload_rebuilds_it(build_run, tmp_path: Path):
@@ -252,7 +324,8 @@ def test_entries_are_sealed_and_read_only(build_run, cache: Cache, tmp_path: Pat
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o400}
     meta = json.loads((entry / artifacts.META).read_text())
     assert meta["product"] == "p" and meta["inputs"]["argv"][0] == "gcc"
-    assert sorted(meta["inputs"]["directories"]) == ["/build/p"]
+    # the source, and the headers beside it (a copy shared by a directory's workloads)
+    assert sorted(meta["inputs"]["directories"]) == ["/build/beside/0", "/build/p"]
 
 
 def test_a_driver_dir_module_is_keyed_by_its_whole_tree(build_run, tmp_path: Path):

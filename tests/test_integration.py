@@ -232,6 +232,15 @@ def test_guest_runs_commands_and_copies_files(boot_guest, tmp_path: Path):
         for f in files:
             assert f"{f.name} 751 {f.stat().st_size}" in r.stdout
             assert f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}" in r.stdout
+        # Links (a program of several workloads): a name that was a file becomes
+        # a link, and a link replaced by a file is not written through.
+        ssh.put_all([files[1]], "/tmp/many/dir", 0o755, {"empty": "odd", "new": "odd"})
+        r = ssh.run("cd /tmp/many/dir && readlink empty && readlink new && ls -a | wc -l",
+                    check=True)
+        assert r.stdout.split() == ["odd", "odd", "7"]   # ., .. and 5 names: no scratch left
+        ssh.put_all([files[0]], "/tmp/many/dir", 0o644)
+        r = ssh.run("cd /tmp/many/dir && stat -c '%n %F %s' empty odd", check=True)
+        assert r.stdout.splitlines() == ["empty regular empty file 0", "odd regular file 513"]
         with pytest.raises(SSHError, match=r"uploading 1 files to the guest's /proc/x failed.*"
                                            r"exited [12]"):
             ssh.put_all(files[:1], "/proc/x")

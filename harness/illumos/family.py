@@ -227,6 +227,7 @@ class IllumosFamily:
             steps.build_workload(guest, compiler, uploaded[w.source], f"{REMOTE_DIR}/{w.name}",
                                  w.m32, [f"{REMOTE_DIR}/include"], job.timeout)
             art.workloads[w.name] = Path(w.name)
+        art.built = len(art.modules) + len(art.workloads)
         return job.done(art, start, f"in the guest with {version}")
 
     def ops(self, ssh: GuestSSH, kernel_config: str = "") -> IllumosOps:

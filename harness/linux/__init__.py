@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from .. import accel, artifacts, images, results
 from .. import checks as verdicts
 from ..cache import Cache
-from ..drivers import DriverSpec
+from ..drivers import WORKLOADS_DIR, DriverSpec
 from ..family import Artifacts, BuildJob
 from ..guests import Flavour, GuestDefinition
-from ..plan import workload_includes, workloads_to_build
+from ..plan import Workload, workload_includes, workloads_to_build
 from ..progress import Progress
 from ..render import render
 from ..results import WorkloadResult
@@ -139,10 +139,15 @@ class LinuxFamily:
                     else b.external_module(p.external, job.out / "external", log))
             art.static = {key: b.static[ko] for key, ko in art.modules.items()
                           if ko in b.static}
-            for w in workloads_to_build(job.plans):
+            own, others = _programs(workloads_to_build(job.plans))
+            for m32, group in own.items():
+                program = b.program([(w.name, w.source) for w in group], job.out, logs,
+                                    m32, includes)
+                art.workloads.update((w.name, program) for w in group)
+            for w in others:
                 art.workloads[w.name] = b.workload(w.source, job.out, logs / f"{w.name}.log",
                                                    w.m32, includes)
-            art.reused = b.reused
+            art.built, art.reused = b.compiled, b.reused
         return job.done(art, start, f"with {b.identity.compiler}")
 
     def ops(self, ssh: GuestSSH, kernel_config: str = "") -> LinuxOps:
@@ -158,6 +163,18 @@ class LinuxFamily:
         """printk's timestamp of "Run /init as init process" (or /sbin/init)."""
         m = RUN_INIT.search(console)
         return float(m.group(1)) if m else 0.0
+
+
+def _programs(workloads: list[Workload]) -> tuple[dict[bool, list[Workload]], list[Workload]]:
+    """The harness's own workloads by data model (-m32 or not), each set of
+    more than one linked as one program (harness.linux.multicall); and the
+    rest, each a program of its own."""
+    own: dict[bool, list[Workload]] = {}
+    for w in workloads:
+        if w.source.parent == WORKLOADS_DIR:
+            own.setdefault(w.m32, []).append(w)
+    grouped = {m32: group for m32, group in own.items() if len(group) > 1}
+    return grouped, [w for w in workloads if w not in grouped.get(w.m32, [])]
 
 
 LINUX = LinuxFamily()

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from .. import artifacts, sandbox
 from ..results import WorkloadResult
-from . import sparse
+from . import multicall, sparse
 from ..errors import BuildError, Interrupted
 from ..plan import ExternalDriver
 from ..debug_kernel import KernelBuild
@@ -39,6 +40,7 @@ from ..rootfs import BuildRoot
 BUILD_DIR = "/build"
 INCLUDE_DIR = "/build/include"
 BESIDE_DIR = "/build/beside"   # the headers beside a workload
+CFLAGS = ["-O2", "-Wall", "-Werror"]   # every workload's, and the program's dispatcher's
 # What a workload's `#include "x.h"` can name next to it: copied with the source.
 HEADER_SUFFIXES = (".h", ".inc", ".def")
 HEADER_DEPTH = 3   # levels of subdirectories below the workload searched for them
@@ -60,6 +62,10 @@ class Compile:
     product: Callable[[], Path]     # the product in the job's directory, once built
     mode: int = 0o644               # of the product's copy in the run's build directory
     hint: str = ""
+    # More of the key: what the job's directory gets only if it runs (a
+    # program's objects, by their own keys), and what puts it there.
+    inputs: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[], None] = lambda: None
 
 
 class Builder:
@@ -86,6 +92,7 @@ class Builder:
         self.timeout = timeout
         self.store = store
         self.reused = 0                 # jobs whose product came from the cache
+        self.compiled = 0               # jobs that ran
         self.scratch: Path | None = None
         self._includes: dict[Path, sandbox.Bind] = {}   # host dir -> its read-only copy
         self._beside: dict[Path, sandbox.Bind] = {}     # a workload's dir -> its headers' copy
@@ -111,13 +118,17 @@ class Builder:
         work.mkdir()
         return work
 
-    def _make(self, c: Compile, out_dir: Path, log: Path) -> Path:
+    def _key(self, c: Compile) -> artifacts.Key:
+        return artifacts.make_key(self.identity, c.label, c.what, c.argv, c.cwd,
+                                  {**{b.inside: self._digest(b) for b in c.binds}, **c.inputs})
+
+    def _make(self, c: Compile, out_dir: Path, log: Path,
+              key: artifacts.Key | None = None) -> Path:
         """The product of `c` in `out_dir`: from the cache, or built (and
         cached) now. `log` gets the compiler's output, or where it came from."""
         if self.cancel is not None and self.cancel.is_set():
             raise Interrupted(f"the build stopped before {c.what}")
-        key = artifacts.make_key(self.identity, c.label, c.what, c.argv, c.cwd,
-                                 {b.inside: self._digest(b) for b in c.binds})
+        key = key or self._key(c)
         got = self.store.fetch(key, lambda: self._compile(c, log), out_dir, c.mode)
         if got.reused:
             self.reused += 1
@@ -135,7 +146,9 @@ class Builder:
         return self._digests[bind.host]
 
     def _compile(self, c: Compile, log: Path) -> artifacts.Built:
+        c.prepare()
         self.verify_root()
+        self.compiled += 1
         for b in c.binds:
             if b.writable:
                 sandbox.hand_over(b.host)
@@ -229,19 +242,75 @@ class Builder:
         `extra_flags` come after the harness's own (a later -O wins).
         """
         name = source.stem + ("-m32" if m32 else "")
-        work = self._workdir(f"workload-{name}")
+        work, binds, paths = self._c_job(name, "workload", source, m32, include_dirs)
+        return self._make(Compile(
+            f"workload {name}", f"workload-{name}",
+            ["gcc", *_arch(m32), "-static", *CFLAGS, *extra_flags, *paths, "-o", name,
+             source.name],
+            binds[0].inside, binds, lambda: work / name, mode=0o755), out_dir, log)
+
+    def _c_job(self, name: str, kind: str, source: Path, m32: bool,
+               include_dirs: list[Path] | None) -> tuple[Path, list[sandbox.Bind], list[str]]:
+        """A job directory holding a copy of `source`, the binds (that
+        directory first) and gcc's include options for them."""
+        work = self._workdir(f"{kind}-{name}")
         shutil.copyfile(source, work / source.name)
         beside = self._headers_beside(source.parent)
         includes = [self._include(d) for d in include_dirs or []]
-        inside = f"{BUILD_DIR}/{name}"
-        flags = ["-m32"] if m32 else []
+        paths = [f"-iquote{beside.inside}", *(f"-I{b.inside}" for b in includes)]
+        return work, [sandbox.Bind(str(work), f"{BUILD_DIR}/{name}", writable=True),
+                      beside, *includes], paths
+
+    def program(self, workloads: Sequence[tuple[str, Path]], out_dir: Path, logs: Path,
+                m32: bool = False, include_dirs: list[Path] | None = None) -> Path:
+        """The harness's own workloads ((name, source) pairs) as one static
+        program in `out_dir` that runs the one named by argv[0] (see
+        harness.linux.multicall), logged in `logs`/<program>.log.
+
+        Each workload is an object of its own, logged in `logs`/<name>.log
+        when it is compiled. The program's key holds the objects' keys (a key
+        names one product for good), so a warm build finds the program
+        without fetching a single object; only a new program fetches or
+        compiles them, into its own directory, and links."""
+        names = [name for name, _ in workloads]
+        program = multicall.program_name(names)
+        work = self._workdir(f"program-{program}")
+        (work / "dispatch.c").write_text(multicall.dispatch_source(names))
+        objects = [(self._object(name, source, m32, include_dirs), logs / f"{name}.log")
+                   for name, source in workloads]
+        keys = [self._key(c) for c, _ in objects]
+
+        def fetch_objects() -> None:
+            for (c, log), key in zip(objects, keys):
+                self._make(c, work, log, key)
+        inside = f"{BUILD_DIR}/{program}"
         return self._make(Compile(
-            f"workload {name}", f"workload-{name}",
-            ["gcc", *flags, "-static", "-O2", "-Wall", "-Werror", *extra_flags,
-             f"-iquote{beside.inside}", *(f"-I{b.inside}" for b in includes),
-             "-o", name, source.name],
-            inside, [sandbox.Bind(str(work), inside, writable=True), beside, *includes],
-            lambda: work / name, mode=0o755), out_dir, log)
+            f"the program of workloads {', '.join(names)}", f"program-{program}",
+            ["gcc", *_arch(m32), "-static", *CFLAGS, "-o", program, "dispatch.c",
+             *(f"{name}.o" for name in names)],
+            inside, [sandbox.Bind(str(work), inside, writable=True)],
+            lambda: work / program, mode=0o755,
+            inputs={"objects": " ".join(k.digest for k in keys)}, prepare=fetch_objects),
+            out_dir, logs / f"{program}.log")
+
+    def _object(self, name: str, source: Path, m32: bool,
+                include_dirs: list[Path] | None) -> Compile:
+        """The job that compiles workload `name` to `name`.o, its main()
+        renamed to its entry symbol and every other global symbol made local."""
+        work, binds, paths = self._c_job(name, "object", source, m32, include_dirs)
+        obj, entry = f"{name}.o", multicall.entry_symbol(name)
+        compile_ = ["gcc", *_arch(m32), *CFLAGS, *paths, "-c", "-o", obj, source.name]
+        # Names with two underscores are the compiler's (i386's __x86.get_pc_thunk.*,
+        # which the C library's objects share): they stay global.
+        rename = ["objcopy", f"--redefine-sym=main={entry}", "--wildcard",
+                  f"--keep-global-symbol={entry}", "--keep-global-symbol=__*", obj]
+        return Compile(f"workload {name}", f"object-{name}",
+                       ["sh", "-c", f"{shlex.join(compile_)} && {shlex.join(rename)}"],
+                       binds[0].inside, binds, lambda: work / obj)
+
+
+def _arch(m32: bool) -> list[str]:
+    return ["-m32"] if m32 else []
 
 
 def _copy_headers(src: Path, dst: Path) -> None:
