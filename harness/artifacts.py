@@ -111,6 +111,13 @@ def tree_digest(top: Path) -> str:
     return h.hexdigest()
 
 
+def file_digest(name: str, data: bytes) -> str:
+    """tree_digest of a directory holding only `data`, as the plain (not
+    executable) file `name`: a job's one source is keyed before it is written."""
+    return hashlib.sha256(f"{name}\0file - {hashlib.sha256(data).hexdigest()}\n".encode()
+                          ).hexdigest()
+
+
 def _describe(path: str) -> str:
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):

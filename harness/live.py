@@ -332,7 +332,7 @@ class LiveGuest:
             if device is not None and device != spec.device:
                 raise ConfigError(f"{what}: its device is {spec.device}, not {device}")
             p = plan.DriverPlan(spec.name, spec.device, [], spec=spec)
-            source = self.family.render(spec, self.dir / "src")
+            source = self.family.render(spec, self.dir / "src", Cache(self.options.cache_dir))
             key, sources = f"spec:{spec.name}", {spec.name: source}
         art = self._metered(key, [p], sources)
         ko = art.modules[p.key]

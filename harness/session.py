@@ -247,7 +247,8 @@ class GuestRun:
         g.accel, g.accel_reason = choice.accel, choice.reason
         g.cpu_model = self.definition.qemu.cpu_model
         self.say("boot", f"{self.opts.flavour.value} guest under {choice.accel} ({choice.reason})")
-        sources = {p.key: self.family.render(p.spec, self.dir / "src")
+        cache = Cache(self.opts.cache_dir)
+        sources = {p.key: self.family.render(p.spec, self.dir / "src", cache)
                    for p in self.drivers if p.spec is not None}
         cancel = threading.Event()
         with tempfile.TemporaryDirectory(prefix="mmap-harness-qemu-") as tmp, \
@@ -259,7 +260,7 @@ class GuestRun:
                 with guest:
                     job = BuildJob(image, self.drivers, sources, self.dir / "build",
                                    cancel, self.timeouts.build, self.say,
-                                   Cache(self.opts.cache_dir))
+                                   cache)
                     up = SSHReady(cancel)
                     built = pool.submit(self.family.build, job, up.wait)
 

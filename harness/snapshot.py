@@ -63,11 +63,10 @@ KIND = "snapshots"
 # Bump when what a snapshot holds, or how it is made or resumed, changes.
 RECIPE = 1
 COLD, RESTORED = "cold", "restored"
-# The tiny guest's rc prints this once `sshd -e` has returned (guest_images/tiny/rc).
-READY_LINE = "mmap-harness: sshd started"
-# After READY_LINE, sshd's daemon child binds its socket: saved after it, a
+# The tiny guest's rc prints this once sshd has written its pid file, which it
+# does after it binds its socket (guest_images/tiny/rc): saved after it, a
 # restore has nothing left to do before it answers.
-SETTLE_S = 0.2
+READY_LINE = "mmap-harness: sshd started"
 MIGRATE_S = 60.0            # base seconds for writing or reading a state
 RESTORED_SSH_S = 15.0       # base seconds for a restored guest to answer SSH
 # No migration bandwidth limit: the state goes to a local file (QEMU's default
@@ -179,12 +178,11 @@ def discard(p: Plan) -> Plan:
 
 
 def wait_ready(console: Console, timeout: float, keep_waiting: Callable[[], bool]) -> bool:
-    """Whether the console said READY_LINE (then SETTLE_S has passed) before
-    `timeout` or before `keep_waiting` said to stop."""
+    """Whether the console said READY_LINE before `timeout` or before
+    `keep_waiting` said to stop."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and keep_waiting():
         if console.wait_for(READY_LINE, 0.2):
-            time.sleep(SETTLE_S)
             return True
     return False
 

@@ -94,6 +94,14 @@ def entries(cache: Cache) -> list[Path]:
 
 # --- the key ---------------------------------------------------------------------------
 
+def test_a_source_is_keyed_as_the_directory_it_will_be_written_to(tmp_path: Path):
+    """A workload's job directory (its one source) is keyed before it is written."""
+    data = b"int main(void) { return 0; }\n"
+    (tmp_path / "p.c").write_bytes(data)
+    assert artifacts.file_digest("p.c", data) == artifacts.tree_digest(tmp_path)
+    assert artifacts.file_digest("q.c", data) != artifacts.tree_digest(tmp_path)
+
+
 def test_tree_digest_sees_names_contents_and_the_exec_bit_not_times(tmp_path: Path):
     tree = tmp_path / "t"
     (tree / "sub").mkdir(parents=True)

@@ -30,7 +30,7 @@ from ..guests import Flavour, GuestDefinition, image_path
 from ..plan import Workload, workload_includes, workloads_to_build
 from ..progress import Progress
 from ..qemu import MachineSpec
-from ..render import render
+from ..render import TEMPLATES, render
 from ..results import WorkloadResult
 from ..ssh import GuestSSH
 from ..workloads import REMOTE_DIR
@@ -200,8 +200,8 @@ class IllumosFamily:
         return IllumosGuest(image, accel, workdir, console_log, kernel_args,  # type: ignore
                             timeout_scale, snapshots, say)
 
-    def render(self, spec: DriverSpec, out_dir: Path) -> Path:
-        return render(spec, out_dir, self.name)
+    def render(self, spec: DriverSpec, out_dir: Path, cache: Cache | None = None) -> Path:
+        return render(spec, out_dir, self.name, cache.kind_dir(TEMPLATES) if cache else None)
 
     def build(self, job: BuildJob, ssh: Callable[[], GuestSSH]) -> Artifacts:
         """In the guest, with its own compiler, once SSH is up."""

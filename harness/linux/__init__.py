@@ -23,7 +23,7 @@ from ..family import Artifacts, BuildJob
 from ..guests import Flavour, GuestDefinition
 from ..plan import Workload, workload_includes, workloads_to_build
 from ..progress import Progress
-from ..render import render
+from ..render import TEMPLATES, render
 from ..results import WorkloadResult
 from ..ssh import GuestSSH
 from . import boot_args, checks, kmemleak, load
@@ -118,8 +118,8 @@ class LinuxFamily:
         return Guest(image, accel_name, workdir, console_log, kept, timeout_scale,
                      snapshots, say)
 
-    def render(self, spec: DriverSpec, out_dir: Path) -> Path:
-        return render(spec, out_dir, self.name)
+    def render(self, spec: DriverSpec, out_dir: Path, cache: Cache | None = None) -> Path:
+        return render(spec, out_dir, self.name, cache.kind_dir(TEMPLATES) if cache else None)
 
     def build(self, job: BuildJob, ssh: Callable[[], GuestSSH]) -> Artifacts:
         """Everything, in the build root, without waiting for the guest."""

@@ -68,6 +68,17 @@ class Compile:
     prepare: Callable[[], None] = lambda: None
 
 
+@dataclass(frozen=True)
+class _CJob:
+    """What compiling one C source as a workload needs (Builder._c_job)."""
+
+    work: Path                      # the job's directory, made by `prepare`
+    binds: list[sandbox.Bind]       # the job's directory first
+    paths: list[str]                # gcc's include options for the other binds
+    inputs: dict[str, str]          # the job directory's digest, from the source as read
+    prepare: Callable[[], None]     # writes the job's directory
+
+
 class Builder:
     """`with Builder(root, cancel, timeout, store) as b:` builds against
     `root`, through the artifact cache `store`; its scratch goes at exit."""
@@ -119,8 +130,9 @@ class Builder:
         return work
 
     def _key(self, c: Compile) -> artifacts.Key:
+        dirs = {b.inside: c.inputs.get(b.inside) or self._digest(b) for b in c.binds}
         return artifacts.make_key(self.identity, c.label, c.what, c.argv, c.cwd,
-                                  {**{b.inside: self._digest(b) for b in c.binds}, **c.inputs})
+                                  {**dirs, **c.inputs})
 
     def _make(self, c: Compile, out_dir: Path, log: Path,
               key: artifacts.Key | None = None) -> Path:
@@ -242,24 +254,33 @@ class Builder:
         `extra_flags` come after the harness's own (a later -O wins).
         """
         name = source.stem + ("-m32" if m32 else "")
-        work, binds, paths = self._c_job(name, "workload", source, m32, include_dirs)
+        j = self._c_job(name, "workload", source, m32, include_dirs)
         return self._make(Compile(
             f"workload {name}", f"workload-{name}",
-            ["gcc", *_arch(m32), "-static", *CFLAGS, *extra_flags, *paths, "-o", name,
+            ["gcc", *_arch(m32), "-static", *CFLAGS, *extra_flags, *j.paths, "-o", name,
              source.name],
-            binds[0].inside, binds, lambda: work / name, mode=0o755), out_dir, log)
+            j.binds[0].inside, j.binds, lambda: j.work / name, mode=0o755,
+            inputs=j.inputs, prepare=j.prepare), out_dir, log)
 
     def _c_job(self, name: str, kind: str, source: Path, m32: bool,
-               include_dirs: list[Path] | None) -> tuple[Path, list[sandbox.Bind], list[str]]:
-        """A job directory holding a copy of `source`, the binds (that
-        directory first) and gcc's include options for them."""
-        work = self._workdir(f"{kind}-{name}")
-        shutil.copyfile(source, work / source.name)
+               include_dirs: list[Path] | None) -> _CJob:
+        """A job compiling `source` as workload `name`: its directory (the
+        first bind, then the headers), gcc's include options for them.
+
+        The source is read once and keyed as read; its directory is written
+        only if the job runs: a warm build looks up keys and compiles nothing."""
+        assert self.scratch is not None
+        data, work = source.read_bytes(), self.scratch / f"{kind}-{name}"
         beside = self._headers_beside(source.parent)
         includes = [self._include(d) for d in include_dirs or []]
-        paths = [f"-iquote{beside.inside}", *(f"-I{b.inside}" for b in includes)]
-        return work, [sandbox.Bind(str(work), f"{BUILD_DIR}/{name}", writable=True),
-                      beside, *includes], paths
+        own = sandbox.Bind(str(work), f"{BUILD_DIR}/{name}", writable=True)
+
+        def write_source() -> None:
+            work.mkdir()
+            (work / source.name).write_bytes(data)
+        return _CJob(work, [own, beside, *includes],
+                     [f"-iquote{beside.inside}", *(f"-I{b.inside}" for b in includes)],
+                     {own.inside: artifacts.file_digest(source.name, data)}, write_source)
 
     def program(self, workloads: Sequence[tuple[str, Path]], out_dir: Path, logs: Path,
                 m32: bool = False, include_dirs: list[Path] | None = None) -> Path:
@@ -297,16 +318,17 @@ class Builder:
                 include_dirs: list[Path] | None) -> Compile:
         """The job that compiles workload `name` to `name`.o, its main()
         renamed to its entry symbol and every other global symbol made local."""
-        work, binds, paths = self._c_job(name, "object", source, m32, include_dirs)
+        j = self._c_job(name, "object", source, m32, include_dirs)
         obj, entry = f"{name}.o", multicall.entry_symbol(name)
-        compile_ = ["gcc", *_arch(m32), *CFLAGS, *paths, "-c", "-o", obj, source.name]
+        compile_ = ["gcc", *_arch(m32), *CFLAGS, *j.paths, "-c", "-o", obj, source.name]
         # Names with two underscores are the compiler's (i386's __x86.get_pc_thunk.*,
         # which the C library's objects share): they stay global.
         rename = ["objcopy", f"--redefine-sym=main={entry}", "--wildcard",
                   f"--keep-global-symbol={entry}", "--keep-global-symbol=__*", obj]
         return Compile(f"workload {name}", f"object-{name}",
                        ["sh", "-c", f"{shlex.join(compile_)} && {shlex.join(rename)}"],
-                       binds[0].inside, binds, lambda: work / obj)
+                       j.binds[0].inside, j.binds, lambda: j.work / obj,
+                       inputs=j.inputs, prepare=j.prepare)
 
 
 def _arch(m32: bool) -> list[str]:
