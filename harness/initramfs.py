@@ -271,6 +271,19 @@ def rng_later(modules_dep: str, order: list[str]) -> tuple[list[str], list[str]]
     return [p for p in order if p not in later], later
 
 
+def load_levels(modules_dep: str, order: list[str]) -> list[int]:
+    """For each module of `order`, its level: 0 when it needs none of the
+    others, else one more than the highest of those it needs. The guest loads
+    a level's modules at once (two vCPUs, and insmod under TCG is slow), each
+    level once the one before is in."""
+    deps = {path: rest.split() for path, _, rest in
+            (line.partition(":") for line in modules_dep.splitlines() if ":" in line)}
+    level: dict[str, int] = {}
+    for path in order:   # dependencies first
+        level[path] = 1 + max((level[d] for d in deps.get(path, []) if d in level), default=-1)
+    return [level[path] for path in order]
+
+
 def _module_name(path: str) -> str:
     base = posixpath.basename(path)
     return base.split(".ko")[0].replace("-", "_")
@@ -281,16 +294,16 @@ def _add_modules(sel: TreeSelection, moddir: Path, wanted: list[str]) -> None:
     builtin = moddir / "modules.builtin"
     order = module_load_order((moddir / "modules.dep").read_text(), wanted,
                               builtin.read_text() if builtin.is_file() else "")
-    first, later = rng_later((moddir / "modules.dep").read_text(), order)
+    modules_dep = (moddir / "modules.dep").read_text()
+    first, later = rng_later(modules_dep, order)
     for name, part in (("modules", first), ("modules.later", later)):
-        load_list = []
-        for rel in part:
+        lines = []
+        for rel, level in zip(part, load_levels(modules_dep, part)):
             plain = rel.split(".ko")[0] + ".ko"
             guest = f"/lib/modules/{release}/{plain}"
             sel.add_file(guest, _decompressed(moddir / rel))
-            load_list.append(guest)
-        sel.add_file(f"/etc/mmap-harness/{name}",
-                     "".join(f"{line}\n" for line in load_list).encode())
+            lines.append(f"{level} {guest}\n")
+        sel.add_file(f"/etc/mmap-harness/{name}", "".join(lines).encode())
 
 
 def _decompressed(path: Path) -> bytes:

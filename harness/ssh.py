@@ -100,6 +100,16 @@ BANNER_ATTEMPTS = 10
 READY_POLL_S = 0.01   # how soon the guest's "sshd listens" is acted on
 
 
+def _connect(port: int, timeout: float) -> socket.socket:
+    """A TCP connection to QEMU's forward of the guest's sshd, without Nagle's
+    delay: SSH sends small messages back to back (NEWKEYS then the service
+    request), and the second waited for the first one's ACK, which the
+    receiver delays (40 ms, every handshake and many commands)."""
+    sock = socket.create_connection((HOST, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
                 ready: Callable[[], bool] = lambda: False) -> _Replayed | None:
     """A connection on which an SSH server has sent its banner, or None if
@@ -125,7 +135,7 @@ def wait_banner(port: int, deadline: float, alive: Callable[[], bool],
             if time.monotonic() >= next_try and not waiting:
                 next_try = time.monotonic() + BANNER_POLL_S
                 try:
-                    attempts.append(socket.create_connection((HOST, port), timeout=1.0))
+                    attempts.append(_connect(port, 1.0))
                     if patient:
                         since_ready.add(attempts[-1])
                 except OSError:
@@ -244,7 +254,7 @@ class GuestSSH:
         timeout = HANDSHAKE_S * timeout_scale
         try:
             if sock is None:
-                sock = socket.create_connection((HOST, port), timeout=timeout)
+                sock = _connect(port, timeout)
             transport = paramiko.Transport(sock)
             # Offer only the pinned key's type, so the server must show that key.
             options = transport.get_security_options()

@@ -13,7 +13,7 @@ import pytest
 from harness import guests, parallel, results, session, workloads
 from harness.errors import HostError
 from test_integration import descendants
-from harness.initramfs import CpioWriter, module_load_order, rng_later
+from harness.initramfs import CpioWriter, load_levels, module_load_order, rng_later
 from harness.qemu import DiskImage, MachineSpec, command_line, kernel_firmware
 
 MODULES_DEP = """\
@@ -400,3 +400,17 @@ def test_the_rng_driver_loads_after_the_network_is_up():
     assert later == ["kernel/drivers/char/hw_random/virtio-rng.ko"]
     assert first == order[:-1]   # virtio_pci (the NIC's bus) too, though nothing depends on it
     assert rng_later(MODULES_DEP, order[:-1]) == (order[:-1], [])
+
+
+def test_modules_load_in_levels_each_after_what_it_needs():
+    order = module_load_order(MODULES_DEP, ["virtio_pci", "virtio_net", "virtio_rng"])
+    levels = dict(zip(order, load_levels(MODULES_DEP, order)))
+    assert levels == {"kernel/drivers/virtio/virtio_ring.ko": 0,
+                      "kernel/drivers/virtio/virtio.ko": 0,
+                      "kernel/net/core/failover.ko": 0,
+                      "kernel/drivers/virtio/virtio_pci.ko": 1,
+                      "kernel/drivers/net/net_failover.ko": 1,
+                      "kernel/drivers/net/virtio_net.ko.xz": 2,
+                      "kernel/drivers/char/hw_random/virtio-rng.ko": 1}
+    # A module whose dependencies load elsewhere (or are built in) starts a level.
+    assert load_levels(MODULES_DEP, ["kernel/drivers/char/hw_random/virtio-rng.ko"]) == [0]
