@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import history
+from . import history, throughput
 from .drivers import WORKLOADS_DIR, DriverSpec
 from .errors import ConfigError
 from .plan import DriverPlan, Workload
@@ -135,20 +135,42 @@ def history_figures(g: dict) -> list[history.Figure]:
     return found
 
 
+def matrix_context(bench: dict, host: str) -> history.Context:
+    """The matrix's throughput (`bench --parallel`) depends on all its guests
+    and on how many run at once: a context of its own."""
+    gs = bench["guests"]
+
+    def joined(key: str) -> str:
+        return "+".join(dict.fromkeys(str(g[key]) for g in gs))
+    return history.Context(f"{joined('name')}@jobs{bench['parallel']['jobs']}", joined("flavour"),
+                           joined("kernel"), joined("cpu_model"), joined("accel"), host,
+                           history.harness_version())
+
+
+PARALLEL_HISTORY = (("parallel_vs_serial_throughput", "ratio", "higher"),
+                    ("serial_cores_busy", "cores", "higher"))
+
+
 def record(results_root: Path, result: RunResult) -> list[history.Change]:
     """Append the run's figures to the history in `results_root`; the
     regressions still in effect (the latest change of a metric is for the
     worse), each named with its size and the run where it started."""
     assert result.bench is not None
     db = results_root / history.DB_NAME
+    host = result.host.get("hostname", "")
+    kept = [(context(g, host), history_figures(g)) for g in result.bench["guests"]]
+    if result.bench.get("parallel"):
+        p = result.bench["parallel"]
+        kept.append((matrix_context(result.bench, host),
+                     [history.Figure(f"parallel/{name}", p[name], unit, better, {})
+                      for name, unit, better in PARALLEL_HISTORY]))
     current = []
-    for g in result.bench["guests"]:
-        ctx = context(g, result.host.get("hostname", ""))
-        history.record(db, result.run_id, result.started, ctx, history_figures(g))
+    for ctx, figures_kept in kept:
+        history.record(db, result.run_id, result.started, ctx, figures_kept)
         for metric in history.metrics(db, ctx):
-            found = history.changes(db, ctx, metric)
-            if found and found[-1].regression:
-                current.append(found[-1])
+            changes = history.changes(db, ctx, metric)
+            if changes and changes[-1].regression:
+                current.append(changes[-1])
     return current
 
 
@@ -173,6 +195,8 @@ def table(bench: dict) -> str:
             f"{_fmt(lp['harness_cpu_share'], percent=True)} of {lp['total_s']:.1f}s "
             f"({g['accel']}, {g['cpu_model']}, image {lp['image_start']}, "
             f"{lp.get('start') or 'unknown'} start)")
+    if bench.get("parallel"):
+        lines.append(throughput.line(bench["parallel"]))
     return "\n".join(lines)
 
 

@@ -7,14 +7,16 @@ problem, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import secrets
 import sys
 import tempfile
 from pathlib import Path
 
 from . import (artifacts, bench, drivers, guests, history, images, interactive, kcidb, live,
-               plan, report, results, session, snapshot)
+               plan, report, results, session, snapshot, throughput)
 from .illumos import command as illumos_check
 from .cache import Cache, default_cache_dir
 from .errors import ConfigError, HarnessError, HostError, Interrupted, why_stopped
@@ -117,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     cold_boot_option(run)
     run.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="guests run at once (default 1; on 2 cores two TCG guests give "
-                          "1.0-1.4x the throughput of one after the other)")
+                          "1.0-1.5x the throughput of one after the other: `bench --parallel "
+                          "N` measures it)")
     run.add_argument("--strict-sparse", action="store_true",
                      help="a sparse finding in a module's own sources fails the run "
                           "(default: a 'warn' row that does not)")
@@ -137,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--fail-on-regression", action="store_true",
                     help="exit 1 when a figure's latest change in the history is for the "
                          "worse (the history is DIR/history.sqlite)")
+    bn.add_argument("--parallel", type=int, default=0, metavar="N",
+                    help="also time the matrix `run` runs over these guests (two or more), "
+                         "one after the other and N at once, and say why N at once gives "
+                         "the throughput it gives")
+    bn.add_argument("--rounds", type=int, default=throughput.DEFAULT_ROUNDS, metavar="R",
+                    help=f"with --parallel: pairs of matrix runs, alternating which goes first "
+                         f"(default {throughput.DEFAULT_ROUNDS})")
     cold_boot_option(bn)
 
     pl = sub.add_parser("plan", help="print the cases a run would run, one per line: "
@@ -385,15 +395,24 @@ def _cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
                           f"{bench.DEFAULT_REPEAT}: enough for a stable median")
     if args.timeout_scale <= 0:
         raise ConfigError("--timeout-scale must be positive")
+    definitions = _guests(args.guest)
+    _check_parallel(args, definitions)
     plans = bench.bench_plans(_specs(args.driver, default_all=True))
     opts = session.RunOptions(
-        guests=_guests(args.guest), drivers=plans, flavour=Flavour(args.flavour),
+        guests=definitions, drivers=plans, flavour=Flavour(args.flavour),
         results_root=args.results, cache_dir=args.cache_dir or default_cache_dir(),
         accel=args.accel, debug_boot=False,   # the debug options change the figures
         workload_env=(("MH_BENCH_REPEAT", str(args.repeat)),), cold_boot=args.cold_boot,
         timeouts=session.Timeouts(scale=args.timeout_scale))
     result, run_dir = session.run(opts, progress)
     result.bench = bench.summarize(result, args.repeat)
+    if args.parallel:
+        # `run`'s matrix as `run` runs it: every driver, debug options on.
+        matrix = dataclasses.replace(
+            opts, drivers=[plan.template_plan(s, []) for s in drivers.all_specs()],
+            debug_boot=True, workload_env=(), results_root=run_dir / "parallel")
+        result.bench["parallel"] = throughput.summarize(
+            throughput.measure(matrix, args.parallel, args.rounds, progress), os.cpu_count() or 1)
     results.write_json(result, run_dir / "results.json")
     print(bench.table(result.bench))
     regressed = bench.record(args.results, result)
@@ -405,9 +424,22 @@ def _cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     print(f"run {result.run_id}: {result.status.upper()}; "
           f"{len(regressed) or 'no'} regression(s) in the history")
     print(f"results: {run_dir / 'results.json'}\nreport: {page}")
-    if result.status != PASS or (regressed and args.fail_on_regression):
+    failed_matrix = (result.bench.get("parallel") or {}).get("status", PASS) != PASS
+    if result.status != PASS or failed_matrix or (regressed and args.fail_on_regression):
         return EXIT_FAIL
     return 0
+
+
+def _check_parallel(args: argparse.Namespace, definitions: list[guests.GuestDefinition]) -> None:
+    """Before anything boots: --parallel needs a matrix to split."""
+    if args.parallel and (args.parallel < 2 or len(definitions) < 2):
+        raise ConfigError(f"--parallel {args.parallel} with {len(definitions)} guest(s): "
+                          "nothing to run at once",
+                          hint="give --parallel 2 (or more) and at least two --guest, e.g. "
+                               "--guest debian-bookworm --guest debian-trixie")
+    if args.parallel and not 1 <= args.rounds <= 50:
+        raise ConfigError("--rounds must be 1..50", hint=f"the default is "
+                          f"{throughput.DEFAULT_ROUNDS}")
 
 
 def _cmd_images(args: argparse.Namespace, progress: Progress) -> int:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import snapshot
+from . import host_clock, snapshot
 from .cache import Cache
 from .errors import BootError, GuestDied, HarnessError, InfraError, Interrupted, SSHError, \
     SSHHandshakeError, SSHTrustError
@@ -55,12 +55,15 @@ def sshd_listens(line: str) -> bool:
 # anyway and falls back to the HPET. Then each clock read is an emulated MMIO
 # access, and printk's timestamps lag when timer ticks come late (by 0.1-0.2 s
 # at /init, measured): the floor the loop is measured against was wrong by that.
+# The TSC's rate comes with it (harness/host_clock.py).
 TCG_KERNEL_ARGS = ["tsc=reliable"]
 
 
-def machine_spec(image: GuestImage, accel: str, kernel_args: list[str]) -> MachineSpec:
+def machine_spec(image: GuestImage, accel: str, kernel_args: list[str],
+                 cache: Cache | None = None) -> MachineSpec:
+    """`cache` keeps the host's measured TSC rate a TCG guest is told."""
     q = image.definition.qemu
-    tcg = TCG_KERNEL_ARGS if accel == "tcg" else []
+    tcg = TCG_KERNEL_ARGS + host_clock.tcg_kernel_args(cache) if accel == "tcg" else []
     return MachineSpec(name=f"mmap-harness-{image.definition.name}-{os.getpid()}",
                        kernel=image.kernel, initrd=image.initrd,
                        kernel_args=image.kernel_args + tcg + kernel_args, accel=accel,
@@ -86,6 +89,7 @@ class Guest:
         self.image = image
         self.workdir = workdir
         self.timeout_scale = timeout_scale
+        self._snapshots = snapshots
         self.machine = Machine(self._spec(accel, kernel_args or []), workdir, console_log,
                                timeout_scale)
         self.ssh: GuestSSH | None = None
@@ -93,7 +97,6 @@ class Guest:
         self.boot_to_ssh_s = 0.0
         self.shutdown_s = 0.0
         self.start = snapshot.Start()
-        self._snapshots = snapshots
         self._say = say
         self._plan = snapshot.Plan()
         self._saved_console = ""    # a restored guest's: the boot its snapshot was made in
@@ -102,7 +105,7 @@ class Guest:
         self._sshd_ready = threading.Event()
 
     def _spec(self, accel: str, kernel_args: list[str]) -> MachineSpec:
-        return machine_spec(self.image, accel, kernel_args)
+        return machine_spec(self.image, accel, kernel_args, self._snapshots)
 
     def _before_ssh(self, timeout: float) -> None:
         """What the console must see before SSH can answer (BootError if it

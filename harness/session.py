@@ -276,7 +276,11 @@ class GuestRun:
                     up.set(ssh)
                     g.timings.boot_to_ssh_s = round(guest.boot_to_ssh_s, 3)
                     g.timings.kernel_to_init_s = self.family.init_reached_s(guest.console_text())
-                    g.kernel_release = ssh.run(["uname", "-r"], timeout=30,
+                    # The first command opens the guest's shell session: on a
+                    # systemd guest still starting its services, pam_systemd
+                    # registers it with a logind that may still be starting (30 s
+                    # were too few on a loaded host): it gets a command's time.
+                    g.kernel_release = ssh.run(["uname", "-r"], timeout=self.timeouts.command_s,
                                                check=True).stdout.strip()
                     self.say("ssh", f"up after {guest.boot_to_ssh_s:.1f}s, "
                              f"{guest.start.describe()}, kernel {g.kernel_release}")

@@ -3,6 +3,7 @@ and a real bench run on a real guest (integration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench, drivers
+from harness import bench, drivers, throughput
 from harness.linux import LINUX
 from harness.results import DriverResult, GuestResult, RunResult, Timings, WorkloadResult
 
@@ -168,3 +169,69 @@ def test_fail_on_regression_makes_a_lasting_slowdown_the_exit_status(tmp_path: P
     assert "regression: device_vs_anon_bandwidth -2" in r.stdout and "since run night15" \
         in r.stdout, r.stdout
     assert (tmp_path / "latest" / "report.html").stat().st_size > 10_000
+
+
+def timed(jobs: int, wall_s: float, cpu_s: float, loops: tuple[float, ...]) -> throughput.Timed:
+    return throughput.Timed(jobs, wall_s, cpu_s, "pass", f"r{jobs}-{wall_s}", loops)
+
+
+def test_the_parallel_figures_say_why_the_throughput_falls_short():
+    """Two guests of 10 s each, one after the other in 20 s keeping 1.25 of
+    2 cores busy; at once in 16 s, each guest's loop stretched to 15 s."""
+    p = throughput.summarize([timed(0, 90.0, 99.0, (45.0, 45.0)),
+                              timed(1, 20.0, 25.0, (10.0, 10.0)), timed(2, 16.0, 31.0, (15.0, 16.0)),
+                              timed(2, 17.0, 32.0, (15.0, 17.0)), timed(1, 21.0, 25.2, (10.5, 10.5))],
+                             host_cpus=2)
+    assert p["jobs"] == 2 and p["rounds"] == 2 and p["status"] == "pass"
+    assert p["parallel_vs_serial_throughput"] == round(20.5 / 16.5, 3)
+    assert p["serial_cores_busy"] == 1.23 and p["ceiling"] == round(2 / 1.2250, 2)
+    assert p["guest_loop_alone_s"] == 10.25 and p["guest_loop_beside_s"] == 15.5
+    text = throughput.line(p)
+    assert p["serial_cpu_s"] == 25.1 and p["parallel_cpu_s"] == 31.5
+    assert "1.24x the throughput" in text and "ceiling 1.63x" in text and "15.5s beside" in text
+    assert "cost 25.1 CPU-s one after the other, 31.5 at once" in text
+    # Idle cores cap nothing beyond the guests there are to run at once.
+    assert throughput.summarize([timed(1, 20.0, 4.0, ()), timed(2, 11.0, 8.0, ())], 8)["ceiling"] == 2
+    failed = throughput.summarize([timed(1, 20.0, 4.0, ()),
+                                   dataclasses.replace(timed(2, 11.0, 8.0, ()), status="fail")], 2)
+    assert failed["status"] == "fail"
+
+
+def test_the_matrix_throughput_has_a_history_of_its_own(tmp_path: Path):
+    run = RunResult("r1", "2026-11-01T03:00:00+00:00", {"hostname": "ci-1"},
+                    guests=[made_up_guest()])
+    run.bench = bench.summarize(run, 5)
+    run.bench["parallel"] = throughput.summarize([timed(1, 20.0, 25.0, ()), timed(2, 16.0, 31.0, ())], 2)
+    bench.record(tmp_path, run)
+    from harness import history
+    ctx = bench.matrix_context(run.bench, "ci-1")
+    assert ctx.guest == "debian-bookworm@jobs2"
+    assert set(history.metrics(tmp_path / history.DB_NAME, ctx)) == {
+        "parallel/parallel_vs_serial_throughput", "parallel/serial_cores_busy"}
+    assert "2 guests at once: 1.25x" in bench.table(run.bench)
+
+
+@pytest.mark.integration
+def test_bench_parallel_times_the_matrix_both_ways(tmp_path: Path):
+    """Real runs: the bench, then the two-guest matrix one after the other
+    and both at once; every run passes and the figures add up."""
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "bench", "--repeat", "3",
+                        "--driver", "mmap_remap", "--guest", "debian-bookworm",
+                        "--guest", "debian-trixie", "--parallel", "2", "--rounds", "1",
+                        "--results", str(tmp_path)], capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    p = json.loads((run_dir / "results.json").read_text())["bench"]["parallel"]
+    assert (p["jobs"], p["rounds"], p["status"]) == (2, 1, "pass")
+    assert [run["jobs"] for run in p["runs"]] == [0, 1, 2]     # warm-up, serial, at once
+    for run in p["runs"]:
+        matrix = json.loads((run_dir / "parallel" / run["run_id"] / "results.json").read_text())
+        assert [g["name"] for g in matrix["guests"]] == ["debian-bookworm", "debian-trixie"]
+        assert matrix["status"] == "pass" and len(matrix["guests"][0]["drivers"]) >= 4
+        # QEMU and the compilers are counted: far more CPU than the harness's own.
+        assert run["cpu_s"] > 0.3 * run["wall_s"]
+    assert 0.3 < p["parallel_vs_serial_throughput"] < 2.5
+    assert 0 < p["serial_cores_busy"] <= p["host_cpus"] + 0.5 and 0 < p["ceiling"] <= 2
+    assert p["guest_loop_alone_s"] and p["guest_loop_beside_s"]
+    assert "2 guests at once:" in r.stdout

@@ -20,9 +20,12 @@ def harness(*args: str) -> subprocess.CompletedProcess:
     (["run", "--module-param", "pages=1"], "go with --driver-dir"),
     (["run", "--driver-dir", "/nonexistent", "--workload", "tests/fixtures/thirdparty_ring/"
       "tp_ring_check.c"], "no such directory"),
+    (["bench", "--parallel", "2"], "--parallel 2 with 1 guest(s): nothing to run at once"),
+    (["bench", "--parallel", "2", "--guest", "debian-bookworm", "--guest", "debian-trixie",
+      "--rounds", "0"], "--rounds must be 1..50"),
 ])
 def test_bad_input_is_explained(args, words, tmp_path):
-    r = harness(*args, *(["--results", str(tmp_path)] if args[0] == "run" else []))
+    r = harness(*args, *(["--results", str(tmp_path)] if args[0] in ("run", "bench") else []))
     assert r.returncode == 2, r.stderr
     assert words in r.stderr
     assert "Traceback" not in r.stderr

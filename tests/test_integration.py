@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from harness import kernel_image, keys
+from harness import host_clock, kernel_image, keys
 from harness.errors import SSHError, SSHTrustError
 from harness.guest import Guest
 from harness.keys import load_private, load_public
@@ -206,6 +207,28 @@ def test_kernel_is_booted_directly_when_it_has_a_pvh_note(guest_image):
     image = guest_image("debian-bookworm")
     assert image.kernel.name == "vmlinux"
     assert kernel_image.has_pvh_entry(image.kernel.read_bytes())
+
+
+def test_a_tcg_guest_runs_its_clock_at_the_rate_its_kernel_measures(boot_guest):
+    """Told the host's TSC rate at boot, the kernel's own refined calibration
+    (against the HPET, a second after its clock started) agrees with it."""
+    with boot_guest("debian-bookworm") as guest:
+        told = [a for a in guest.machine.spec.kernel_args if a.startswith("tsc_early_khz=")]
+        if guest.machine.spec.accel != "tcg" or host_clock.measure_tsc_khz() is None:
+            assert not told      # KVM guests and unknowable rates are told nothing
+            return
+        (arg,) = told
+        khz = int(arg.partition("=")[2])
+        assert guest.ssh.run(["cat", "/proc/cmdline"], check=True).stdout.split().count(arg) == 1
+        refined = None
+        for _ in range(100):
+            dmesg = guest.ssh.run(["dmesg"], check=True).stdout
+            refined = re.search(r"Refined TSC clocksource calibration: ([\d.]+) MHz", dmesg)
+            if refined:
+                break
+            time.sleep(0.1)
+        assert refined, "the kernel never refined its TSC calibration:\n" + dmesg[-2000:]
+        assert abs(float(refined.group(1)) * 1000 - khz) <= khz / 1000
 
 
 def test_guest_runs_commands_and_copies_files(boot_guest, tmp_path: Path):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import guests, parallel, results, session, workloads
+from harness import guests, host_clock, parallel, results, session, workloads
+from harness.cache import Cache
 from harness.errors import HostError
 from test_integration import descendants
 from harness.initramfs import CpioWriter, load_levels, module_load_order, rng_later
@@ -84,6 +85,24 @@ def test_a_pvh_kernel_boots_through_qboot_and_a_bzimage_through_seabios(tmp_path
     assert argv[argv.index("-bios") + 1] == "qboot.rom"
     spec = MachineSpec(name="x", kernel=bzimage, initrd=Path("/i"), accel="tcg")
     assert "-bios" not in command_line(spec, Path("/q"))
+
+
+def test_the_host_s_tsc_rate_is_measured_once_per_host_boot(tmp_path: Path):
+    measured = host_clock.measure_tsc_khz()
+    if measured is None:        # another architecture or an unsteady counter: nothing to tell
+        assert host_clock.tcg_kernel_args(None) == []
+        return
+    assert measured % 1000 == 0 and 100_000 <= measured <= 10_000_000
+    assert abs(host_clock.measure_tsc_khz() - measured) <= 1000
+    cache = Cache(tmp_path)
+    arg = host_clock.tcg_kernel_args(cache)
+    assert arg in ([f"tsc_early_khz={measured + d}"] for d in (-1000, 0, 1000))
+    # Kept, not measured again: every guest of this boot has the same key.
+    (kept,) = (tmp_path / "host").iterdir()
+    kept.write_text(json.dumps({"tsc_khz": 1234000}))
+    assert host_clock.tcg_kernel_args(cache) == ["tsc_early_khz=1234000"]
+    kept.write_text(json.dumps({"tsc_khz": 0}))      # not knowable on this boot
+    assert host_clock.tcg_kernel_args(cache) == []
 
 
 def test_kvm_command_line():
